@@ -1,0 +1,111 @@
+"""`meterline serve`: the store, the enrich chain, the writer and three listeners, wired from config.
+
+Shutdown (SIGINT/SIGTERM) stops accepting, lets in-flight requests finish, drains the writer
+(so everything acknowledged is committed), resolves trace context and closes the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from contextlib import suppress
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from collector.grpc_receiver import start_grpc_server
+from collector.http_receiver import HttpReceiver
+from collector.service import IngestService
+from collector.writer import SpanWriter
+from enrich.auth import Authenticator, warn_if_unauthenticated
+from enrich.context import ContextResolver
+from enrich.pipeline import EnrichPipeline
+from enrich.tenants import TenantRegistry
+from meterline.admin import AdminApi
+from meterline.config import Config
+from meterline.store import LocalStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Collector:
+    """A running collector; `extra_routes` lets later stages (usage API) join the HTTP port."""
+
+    config: Config
+    store: LocalStore
+    writer: SpanWriter
+    service: IngestService
+    registry: TenantRegistry
+    resolver: ContextResolver
+    authenticator: Authenticator
+    extra_routes: list[web.RouteDef] = field(default_factory=list)
+
+
+def build_collector(config: Config) -> Collector:
+    authenticator = Authenticator(config)  # refuses to start without keys in jwt mode
+    store = LocalStore(config.db)
+    registry = TenantRegistry(store)
+    pipeline = EnrichPipeline(config, registry)
+    resolver = ContextResolver(store, pipeline.feature_rules)
+    writer = SpanWriter(
+        store,
+        max_queued_spans=config.server.queue_max_spans,
+        retry_after=config.server.retry_after_seconds,
+        tick=resolver.maybe_run,
+    )
+    service = IngestService(
+        authenticator, registry, pipeline, writer,
+        max_inflight_bytes=4 * config.server.max_request_bytes,
+        retry_after=config.server.retry_after_seconds,
+    )
+    return Collector(config, store, writer, service, registry, resolver, authenticator)
+
+
+async def serve(collector: Collector) -> None:
+    config = collector.config
+    server = config.server
+    warn_if_unauthenticated(config.auth.mode)
+    collector.writer.start()
+
+    http_app = web.Application(client_max_size=server.max_request_bytes)
+    http_app.add_routes(HttpReceiver(collector.service, server.max_request_bytes).routes())
+    http_app.add_routes(collector.extra_routes)
+    http_runner = web.AppRunner(http_app, access_log=None)
+    await http_runner.setup()
+    await web.TCPSite(http_runner, server.host, server.http_port).start()
+
+    grpc_server, grpc_port = await start_grpc_server(collector.service, server.host, server.grpc_port, server.max_request_bytes)
+
+    admin = AdminApi(collector.store, on_write=collector.registry.invalidate)
+    admin_runner = web.AppRunner(admin.app(), access_log=None)
+    await admin_runner.setup()
+    admin_site = web.TCPSite(admin_runner, "127.0.0.1", server.admin_port)
+    await admin_site.start()
+    admin_port = admin_site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    sidecar = admin.write_sidecar(config.db, f"http://127.0.0.1:{admin_port}")
+
+    log.info(
+        "meterline collector: OTLP/HTTP %s:%d, OTLP/gRPC %s:%d, store %s (auth %s)",
+        server.host, server.http_port, server.host, grpc_port, config.db, config.auth.mode,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down: draining accepted spans")
+        await grpc_server.stop(grace=5)
+        await http_runner.cleanup()
+        collector.writer.stop()
+        collector.service.shutdown()
+        with suppress(Exception):
+            collector.resolver.run()
+        await admin_runner.cleanup()
+        with suppress(FileNotFoundError):
+            sidecar.unlink()
+        collector.store.close()
+        log.info("stopped; %d spans committed this run", collector.writer.committed_spans)

@@ -1,0 +1,182 @@
+"""Test helpers: a real `meterline serve` process, tokens, and OTLP requests built from fixtures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
+
+from enrich.auth import issue_dev_token
+from meterline.store import sidecar_path
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO.parent / "shared" / "fixtures" / "agentcore"
+SECRET = "test-secret-for-meterline-0123456789"
+METERLINE = str(Path(sys.executable).with_name("meterline"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def token(tenant_id: str, ttl: int = 3600, secret: str = SECRET, **kwargs: Any) -> str:
+    return issue_dev_token(secret, tenant_id, ttl, **kwargs)
+
+
+def cli(*args: str, db: Path | None = None, env: dict[str, str] | None = None, check: bool = True,
+        timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run the real `meterline` console script."""
+    command = [METERLINE, *args] + (["--db", str(db)] if db else [])
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                            env={**os.environ, "METERLINE_JWT_SECRET": SECRET, **(env or {})})
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+class Server:
+    """`meterline serve` in a subprocess on free ports; ready once its admin sidecar exists."""
+
+    def __init__(self, db: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+        self.db = db
+        self.http_port = free_port()
+        self.grpc_port = free_port()
+        self.extra = extra
+        self.env = {**os.environ, "METERLINE_JWT_SECRET": SECRET, **(env or {})}
+        self.process: subprocess.Popen[str] | None = None
+        self.log = db.with_suffix(".log")
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def start(self, timeout: float = 30) -> "Server":
+        sidecar = sidecar_path(self.db)
+        if sidecar.exists():
+            sidecar.unlink()
+        self.process = subprocess.Popen(
+            [METERLINE, "serve", "--db", str(self.db), "--http-port", str(self.http_port),
+             "--grpc-port", str(self.grpc_port), *self.extra],
+            stdout=self.log.open("a"), stderr=subprocess.STDOUT, text=True, env=self.env,
+        )
+        deadline = time.monotonic() + timeout
+        while not sidecar.exists():
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log.read_text()}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError(f"server did not become ready:\n{self.log.read_text()}")
+            time.sleep(0.05)
+        return self
+
+    def stop(self, timeout: float = 30) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def __enter__(self) -> "Server":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.stop()
+
+
+def key_values(attributes: dict[str, Any]) -> list[KeyValue]:
+    return [KeyValue(key=key, value=any_value(value)) for key, value in attributes.items()]
+
+
+def any_value(value: Any) -> AnyValue:
+    if isinstance(value, bool):
+        return AnyValue(bool_value=value)
+    if isinstance(value, int):
+        return AnyValue(int_value=value)
+    if isinstance(value, float):
+        return AnyValue(double_value=value)
+    if isinstance(value, (list, tuple)):
+        result = AnyValue()
+        result.array_value.values.extend(any_value(v) for v in value)
+        return result
+    if isinstance(value, dict):
+        result = AnyValue()
+        result.kvlist_value.values.extend(key_values(value))
+        return result
+    return AnyValue(string_value=str(value))
+
+
+KINDS = {"UNSPECIFIED": 0, "INTERNAL": 1, "SERVER": 2, "CLIENT": 3, "PRODUCER": 4, "CONSUMER": 5}
+STATUS = {"UNSET": 0, "OK": 1, "ERROR": 2}
+
+
+def load_capture(name: str) -> list[dict[str, Any]]:
+    """The CloudWatch-shaped spans of one AgentCore capture (see fixtures README)."""
+    return [entry["raw_otel_json"] for entry in json.loads((FIXTURES / name).read_text())]
+
+
+CAPTURES = ("raw_otel_strands_bedrock_spans.json", "raw_otel_strands_openai_spans.json")
+
+
+def capture_request(spans: Iterable[dict[str, Any]], extra_resource: dict[str, Any] | None = None,
+                    extra_attributes: dict[str, Any] | None = None) -> ExportTraceServiceRequest:
+    """Turn CloudWatch-shaped spans into a real OTLP request, one ResourceSpans per span."""
+    request = ExportTraceServiceRequest()
+    for raw in spans:
+        resource_spans = ResourceSpans()
+        resource_spans.resource.attributes.extend(
+            key_values({**raw["resource"]["attributes"], **(extra_resource or {})}))
+        scope_spans = resource_spans.scope_spans.add()
+        scope_spans.scope.name = raw["scope"]["name"]
+        scope_spans.scope.version = raw["scope"].get("version", "")
+        span = Span(
+            trace_id=bytes.fromhex(raw["traceId"]), span_id=bytes.fromhex(raw["spanId"]),
+            parent_span_id=bytes.fromhex(raw.get("parentSpanId") or ""), name=raw["name"],
+            kind=KINDS[raw["kind"]], start_time_unix_nano=int(raw["startTimeUnixNano"]),
+            end_time_unix_nano=int(raw["endTimeUnixNano"]),
+            status=Status(code=STATUS[raw["status"]["code"]], message=raw["status"].get("message", "")),
+        )
+        span.attributes.extend(key_values({**raw["attributes"], **(extra_attributes or {})}))
+        scope_spans.spans.append(span)
+        request.resource_spans.append(resource_spans)
+    return request
+
+
+def simple_request(n: int = 3, trace_byte: int = 1, attributes: dict[str, Any] | None = None,
+                   resource: dict[str, Any] | None = None, start_ns: int = 1_763_400_000_000_000_000,
+                   span_offset: int = 0) -> ExportTraceServiceRequest:
+    """n spans in one trace with predictable ids: trace bytes [trace_byte]*16, span ids 1..n."""
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    resource_spans.resource.attributes.extend(key_values({"service.name": "test-agent", **(resource or {})}))
+    scope_spans = resource_spans.scope_spans.add()
+    scope_spans.scope.name = "tests"
+    for i in range(1 + span_offset, n + 1 + span_offset):
+        span = scope_spans.spans.add()
+        span.trace_id = bytes([trace_byte]) * 16
+        span.span_id = i.to_bytes(8, "big")
+        span.name = f"span-{i}"
+        span.kind = 1
+        span.start_time_unix_nano = start_ns + i * 1000
+        span.end_time_unix_nano = start_ns + i * 1000 + 500
+        span.attributes.extend(key_values(attributes or {}))
+    return request
