@@ -47,6 +47,7 @@ class IngestError(Exception):
         self.kind = kind
         self.message = message
         self.retry_after = retry_after if kind.value[2] else None
+        self.tenant_id: str | None = None  # set once authentication has named the caller
 
 
 def rpc_status(error: IngestError) -> status_pb2.Status:

@@ -24,6 +24,7 @@ def _handler(service: IngestService, signal: str):
         try:
             response = await service.export(signal, request, "protobuf", authorization)
         except IngestError as error:
+            service.record_refusal(signal, error)
             await context.abort(
                 error.kind.grpc_code,
                 error.message,

@@ -30,6 +30,7 @@ class HttpReceiver:
                 body = decompress(raw, request.headers.get("Content-Encoding"), self.max_request_bytes)
                 response = await self.service.export(signal, body, encoding, request.headers.get("Authorization"))
             except IngestError as error:
+                self.service.record_refusal(signal, error)
                 return error_response(error, encoding)
             return web.Response(body=encode(response, encoding), content_type=_MEDIA_TYPE[encoding])
 

@@ -72,7 +72,8 @@ async def serve(collector: Collector) -> None:
     http_app = web.Application(client_max_size=server.max_request_bytes)
     http_app.add_routes(HttpReceiver(collector.service, server.max_request_bytes).routes())
     http_app.add_routes(collector.extra_routes)
-    http_runner = web.AppRunner(http_app, access_log=None)
+    # Decompression is ours (collector/otlp.py): bounded, so a gzip bomb cannot inflate in memory.
+    http_runner = web.AppRunner(http_app, access_log=None, auto_decompress=False)
     await http_runner.setup()
     await web.TCPSite(http_runner, server.host, server.http_port).start()
 

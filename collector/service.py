@@ -74,8 +74,12 @@ class IngestService:
                     self.writer.count_rejection("traces", reason, tenant_id, count)
             return self._trace_response(batch)
         except IngestError as error:
-            self.writer.count_rejection(signal, error.kind.reason, tenant_id, 0)
+            error.tenant_id = tenant_id
             raise
+
+    def record_refusal(self, signal: str, error: IngestError) -> None:
+        """Count a refused request under its reason; receivers call this once per refusal."""
+        self.writer.count_rejection(signal, error.kind.reason, error.tenant_id, 0)
 
     def _prepare(self, body: bytes, encoding: Encoding, principal: Principal) -> SpanBatch:
         request = parse(body, encoding, SIGNALS["traces"][0])

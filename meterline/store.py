@@ -81,7 +81,7 @@ class LocalStore:
 
     def query(self, sql: str, params: Params = ()) -> pa.Table:
         try:
-            return self.cursor().execute(sql, list(params)).fetch_arrow_table()
+            return self.cursor().execute(sql, list(params)).to_arrow_table()
         except duckdb.Error as exc:
             raise StoreError(str(exc)) from exc
 
