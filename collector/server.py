@@ -17,14 +17,17 @@ from aiohttp import web
 from collector.grpc_receiver import start_grpc_server
 from collector.http_receiver import HttpReceiver
 from collector.service import IngestService
+from collector.usage_api import UsageApi
 from collector.writer import SpanWriter
 from enrich.auth import Authenticator, warn_if_unauthenticated
 from enrich.context import ContextResolver
 from enrich.pipeline import EnrichPipeline
 from enrich.tenants import TenantRegistry
 from meterline.admin import AdminApi
-from meterline.config import Config
+from meterline.config import Config, ConfigError
 from meterline.store import LocalStore
+from pricing.catalog import CatalogError
+from pricing.report import build_meterer, catalog_for
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,13 @@ def build_collector(config: Config) -> Collector:
         max_inflight_bytes=4 * config.server.max_request_bytes,
         retry_after=config.server.retry_after_seconds,
     )
-    return Collector(config, store, writer, service, registry, resolver, authenticator)
+    try:
+        catalog = catalog_for(config)
+    except CatalogError as exc:
+        store.close()
+        raise ConfigError(f"plan catalog refused: {exc}") from None
+    usage_api = UsageApi(service, build_meterer(store, config), catalog)
+    return Collector(config, store, writer, service, registry, resolver, authenticator, usage_api.routes())
 
 
 async def serve(collector: Collector) -> None:

@@ -187,5 +187,54 @@ def token(ctx: click.Context, tenant_id: str, ttl: int, db: str | None) -> None:
 
 
 
+def _period(period: str | None, start: str | None, end: str | None):
+    from datetime import datetime, timezone
+
+    from metering.meters import Period
+
+    try:
+        if start or end:
+            if not (start and end) or period:
+                raise ValueError("give either --period, or both --start and --end")
+            parse = lambda text: datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc).replace(tzinfo=None)
+            return Period.between(parse(start), parse(end))
+        return Period.month(period or datetime.now(timezone.utc).strftime("%Y-%m"))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@main.command()
+@click.option("--period", help="Calendar month in UTC, YYYY-MM (default: the current month).")
+@click.option("--start", help="Start of a custom [start, end) range, ISO 8601 (UTC unless an offset is given).")
+@click.option("--end", help="End of the custom range (exclusive).")
+@click.option("--tenant", help="Only this tenant.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("--compare-models", is_flag=True, help="Also price the usage under each pricing model's reference plan.")
+@click.option("--catalog", type=click.Path(exists=True, dir_okay=False), help="Plan catalog TOML (default: config or shipped).")
+@click.option("--db", help=DB_HELP)
+@click.pass_context
+def usage(ctx: click.Context, period: str | None, start: str | None, end: str | None, tenant: str | None, fmt: str,
+          compare_models: bool, catalog: str | None, db: str | None) -> None:
+    """Usage, LLM cost, charges, total and margin per tenant for a period."""
+    from pricing.catalog import CatalogError
+    from pricing.report import build_meterer, catalog_for, render_csv, render_table, usage_report
+
+    config = _config(ctx)
+    if catalog:
+        config.pricing.catalog = catalog
+    window = _period(period, start, end)
+    try:
+        plans = catalog_for(config)
+    except CatalogError as exc:
+        raise click.ClickException(f"plan catalog refused: {exc}") from None
+    report = usage_report(build_meterer(_store(ctx, db), config), plans, window, tenant, compare_models)
+    if fmt == "json":
+        click.echo(to_json(report))
+    elif fmt == "csv":
+        click.echo(render_csv(report), nl=False)
+    else:
+        click.echo(render_table(report))
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

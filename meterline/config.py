@@ -59,12 +59,18 @@ class MeteringConfig:
 
 
 @dataclass(slots=True)
+class PricingConfig:
+    catalog: str = ""  # plan catalog TOML; empty: the catalog shipped in pricing/plans.toml
+
+
+@dataclass(slots=True)
 class Config:
     db: str = "meterline.duckdb"
     server: ServerConfig = field(default_factory=ServerConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     features: list[FeatureRule] = field(default_factory=list)
     metering: MeteringConfig = field(default_factory=MeteringConfig)
+    pricing: PricingConfig = field(default_factory=PricingConfig)
     source: str | None = None  # the file it was read from
 
     @property
@@ -99,6 +105,7 @@ def _from_document(document: dict[str, Any]) -> Config:
     config.server = _build(ServerConfig, document.pop("server", {}), "server")
     config.auth = _build(AuthConfig, document.pop("auth", {}), "auth")
     config.metering = _build(MeteringConfig, document.pop("metering", {}), "metering")
+    config.pricing = _build(PricingConfig, document.pop("pricing", {}), "pricing")
     rules = document.pop("features", [])
     if not isinstance(rules, list):
         raise ConfigError("features: expected an array of tables ([[features]])")

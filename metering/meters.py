@@ -1,0 +1,177 @@
+"""Usage meters per tenant and period, computed in DuckDB SQL over the span store.
+
+Every meter counts each model call once: token meters and `llm_calls` read only spans marked
+`billable` (the lowest LLM span of a call, see enrich/context.py), never agent spans' totals.
+A span belongs to the period holding its start time, whenever it arrived ("late spans land in
+the period of their timestamp"); duplicates never reach the store (primary key).
+
+| meter | what it counts |
+| --- | --- |
+| input_tokens, output_tokens, cache_read_tokens, cache_write_tokens | tokens of billable LLM spans |
+| llm_calls | billable LLM spans (model calls) |
+| agent_invocations | agent spans (invoke_agent, AGENT, traceloop agent) |
+| tool_calls | tool spans |
+| active_agents | distinct agent names among agent spans |
+| workflows_completed | workflow spans (invoke_workflow, workflow kinds) and root spans named in `metering.workflow_root_spans`, that ended without error and whose outcome is not failure |
+| agent_outcomes_succeeded | agent spans whose outcome is success |
+
+LLM cost is priced per span (large-context rates apply per call) in exact DECIMAL arithmetic:
+the model ids seen in the period are resolved against metering/model_prices.json in Python and
+handed to SQL as a small rates table. Input tokens include cache reads and writes (OTel GenAI);
+each part is priced at its own rate; reasoning tokens are inside output tokens likewise.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, Sequence
+
+from metering.llm_cost import ModelPrice, PriceTable, Rates
+from meterline.store import Store, rows
+
+METERS = (
+    "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+    "llm_calls", "agent_invocations", "tool_calls", "active_agents",
+    "workflows_completed", "agent_outcomes_succeeded",
+)
+
+DIMENSIONS = {
+    "agent": "s.agent_name",
+    "feature": "s.feature",
+    "model": "s.model",
+    "workflow": "s.workflow_name",
+    "day": "date_trunc('day', s.start_time)",
+    "hour": "date_trunc('hour', s.start_time)",
+}
+
+_MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+_RATE = "DECIMAL(38, 18)"
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """A half-open UTC interval [start, end)."""
+
+    start: datetime
+    end: datetime
+    label: str
+
+    @classmethod
+    def month(cls, label: str) -> "Period":
+        match = _MONTH.match(label)
+        if not match:
+            raise ValueError(f"period {label!r}: expected YYYY-MM, e.g. 2026-11")
+        year, month = int(match[1]), int(match[2])
+        start = datetime(year, month, 1)
+        return cls(start, start + timedelta(days=calendar.monthrange(year, month)[1]), label)
+
+    @classmethod
+    def between(cls, start: datetime, end: datetime) -> "Period":
+        if end <= start:
+            raise ValueError(f"period end {end.isoformat()} is not after its start {start.isoformat()}")
+        return cls(start, end, f"{start.isoformat()}/{end.isoformat()}")
+
+
+def _workflow_condition(workflow_roots: Sequence[str]) -> tuple[str, list[Any]]:
+    if not workflow_roots:
+        return "s.op_kind = 'workflow'", []
+    marks = ", ".join("?" for _ in workflow_roots)
+    return f"(s.op_kind = 'workflow' OR (s.parent_span_id IS NULL AND s.name IN ({marks})))", list(workflow_roots)
+
+
+def _rates_rows(prices: dict[str, ModelPrice]) -> tuple[str, list[Any]]:
+    """A VALUES list (model, input bracket, five rates) for the models seen, as SQL and params."""
+    values: list[str] = []
+    params: list[Any] = []
+
+    def add(model: str, above: int, up_to: int | None, rates: Rates) -> None:
+        values.append(f"(?, ?::BIGINT, ?::BIGINT, ?::{_RATE}, ?::{_RATE}, ?::{_RATE}, ?::{_RATE}, ?::{_RATE})")
+        params.extend([model, above, up_to, str(rates.input), str(rates.output), str(rates.cache_read),
+                       str(rates.cache_write), str(rates.reasoning)])
+
+    for model, price in prices.items():
+        large = price.large_context
+        add(model, -1, large.above_input_tokens if large else None, price.rates)
+        if large:
+            add(model, large.above_input_tokens, None, large.rates)
+    if not values:
+        return (f"SELECT NULL::VARCHAR AS model, 0::BIGINT AS above, 0::BIGINT AS up_to, 0::{_RATE} AS r_input, "
+                f"0::{_RATE} AS r_output, 0::{_RATE} AS r_cache_read, 0::{_RATE} AS r_cache_write, "
+                f"0::{_RATE} AS r_reasoning WHERE false"), []
+    return (f"SELECT * FROM (VALUES {', '.join(values)}) AS r(model, above, up_to, r_input, r_output, "
+            "r_cache_read, r_cache_write, r_reasoning)"), params
+
+
+_COST = """
+    greatest(coalesce(s.input_tokens, 0) - coalesce(s.cache_read_tokens, 0) - coalesce(s.cache_write_tokens, 0), 0) * r.r_input
+    + coalesce(s.cache_read_tokens, 0) * r.r_cache_read
+    + coalesce(s.cache_write_tokens, 0) * r.r_cache_write
+    + greatest(coalesce(s.output_tokens, 0) - coalesce(s.reasoning_tokens, 0), 0) * r.r_output
+    + coalesce(s.reasoning_tokens, 0) * r.r_reasoning
+"""
+
+
+@dataclass
+class Meterer:
+    """Computes meters over one store; `workflow_roots` from the config's [metering] section."""
+
+    store: Store
+    prices: PriceTable
+    workflow_roots: Sequence[str] = ()
+
+    def usage(self, period: Period, tenant: str | None = None, by: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """One row per tenant (and per value of each `by` dimension): every meter, llm_cost, unpriced calls.
+
+        `llm_cost` is an exact Decimal in USD (not rounded); `unpriced_llm_calls` counts billable
+        calls whose model has no price in the table (their cost is missing, never guessed).
+        """
+        unknown = [dim for dim in by if dim not in DIMENSIONS]
+        if unknown:
+            raise ValueError(f"unknown breakdown {unknown[0]!r}: choose from {', '.join(DIMENSIONS)}")
+        where = "s.start_time >= ? AND s.start_time < ?"
+        where_params: list[Any] = [period.start, period.end]
+        if tenant is not None:
+            where += " AND s.tenant_id = ?"
+            where_params.append(tenant)
+        models = [row["model"] for row in rows(self.store, f"""
+            SELECT DISTINCT s.model FROM spans s WHERE {where} AND s.billable AND s.model IS NOT NULL
+        """, where_params)]
+        priced = {model: price for model in models if (price := self.prices.price_for(model)) is not None}
+        rates_sql, rates_params = _rates_rows(priced)
+        workflow, workflow_params = _workflow_condition(self.workflow_roots)
+        keys = "".join(f"{DIMENSIONS[dim]} AS {dim}, " for dim in by)
+        order = ", ".join(str(i) for i in range(1, len(by) + 2))
+        sql = f"""
+            WITH rates AS ({rates_sql})
+            SELECT s.tenant_id, {keys}
+                coalesce(sum(s.input_tokens) FILTER (WHERE s.billable), 0)::BIGINT AS input_tokens,
+                coalesce(sum(s.output_tokens) FILTER (WHERE s.billable), 0)::BIGINT AS output_tokens,
+                coalesce(sum(s.cache_read_tokens) FILTER (WHERE s.billable), 0)::BIGINT AS cache_read_tokens,
+                coalesce(sum(s.cache_write_tokens) FILTER (WHERE s.billable), 0)::BIGINT AS cache_write_tokens,
+                count(*) FILTER (WHERE s.billable) AS llm_calls,
+                count(*) FILTER (WHERE s.op_kind = 'agent') AS agent_invocations,
+                count(*) FILTER (WHERE s.op_kind = 'tool') AS tool_calls,
+                count(DISTINCT s.agent_name) FILTER (WHERE s.op_kind = 'agent') AS active_agents,
+                count(*) FILTER (WHERE {workflow} AND s.status_code <> 'ERROR' AND s.outcome <> 'failure')
+                    AS workflows_completed,
+                count(*) FILTER (WHERE s.op_kind = 'agent' AND s.outcome = 'success') AS agent_outcomes_succeeded,
+                coalesce(sum({_COST}) FILTER (WHERE s.billable), 0)::VARCHAR AS llm_cost,
+                count(*) FILTER (WHERE s.billable AND r.model IS NULL) AS unpriced_llm_calls
+            FROM spans s
+            LEFT JOIN rates r ON s.billable AND s.model = r.model
+                AND coalesce(s.input_tokens, 0) > r.above
+                AND (r.up_to IS NULL OR coalesce(s.input_tokens, 0) <= r.up_to)
+            WHERE {where}
+            GROUP BY ALL
+            ORDER BY {order}
+        """
+        result = rows(self.store, sql, rates_params + workflow_params + where_params)
+        for row in result:
+            row["llm_cost"] = Decimal(row["llm_cost"])
+            for meter in METERS:
+                row[meter] = int(row[meter])
+        return result
