@@ -132,8 +132,8 @@ class Meterer:
         unknown = [dim for dim in by if dim not in DIMENSIONS]
         if unknown:
             raise ValueError(f"unknown breakdown {unknown[0]!r}: choose from {', '.join(DIMENSIONS)}")
-        where = "s.start_time >= ? AND s.start_time < ?"
-        where_params: list[Any] = [period.start, period.end]
+        where = "s.start_time >= ?::TIMESTAMP AND s.start_time < ?::TIMESTAMP"
+        where_params: list[Any] = [period.start.isoformat(), period.end.isoformat()]
         if tenant is not None:
             where += " AND s.tenant_id = ?"
             where_params.append(tenant)

@@ -124,6 +124,7 @@ class RemoteStore:
         self._post("/admin/transaction", {"steps": [[sql, list(params)] for sql, params in steps]})
 
     def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        """Params travel as JSON: pass timestamps and decimals as strings and cast them in SQL."""
         try:
             response = self._client.post(path, json=body)
         except httpx.HTTPError as exc:

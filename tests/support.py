@@ -20,7 +20,7 @@ from enrich.auth import issue_dev_token
 from meterline.store import sidecar_path
 
 REPO = Path(__file__).resolve().parent.parent
-FIXTURES = REPO.parent / "shared" / "fixtures" / "agentcore"
+FIXTURES = REPO / "tests" / "data" / "agentcore"  # a copy of ../shared/fixtures/agentcore, with its licence
 SECRET = "test-secret-for-meterline-0123456789"
 METERLINE = str(Path(sys.executable).with_name("meterline"))
 
@@ -180,3 +180,51 @@ def simple_request(n: int = 3, trace_byte: int = 1, attributes: dict[str, Any] |
         span.end_time_unix_nano = start_ns + i * 1000 + 500
         span.attributes.extend(key_values(attributes or {}))
     return request
+
+
+def spans_request(spans: Iterable[dict[str, Any]], resource: dict[str, Any] | None = None) -> ExportTraceServiceRequest:
+    """A request from compact span dicts: trace (int), id (int), parent (int|None), name, start (datetime),
+    optional duration_ms, status ("OK"/"ERROR"), kind, attributes."""
+    from datetime import timezone
+
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    resource_spans.resource.attributes.extend(key_values({"service.name": "crm-agents", **(resource or {})}))
+    scope = resource_spans.scope_spans.add()
+    scope.scope.name = "tests.crm"
+    for spec in spans:
+        start = spec["start"].replace(tzinfo=timezone.utc)
+        start_ns = int(start.timestamp()) * 1_000_000_000 + start.microsecond * 1000
+        span = scope.spans.add()
+        span.trace_id = spec["trace"].to_bytes(16, "big")
+        span.span_id = spec["id"].to_bytes(8, "big")
+        if spec.get("parent"):
+            span.parent_span_id = spec["parent"].to_bytes(8, "big")
+        span.name = spec["name"]
+        span.kind = KINDS[spec.get("kind", "INTERNAL")]
+        span.start_time_unix_nano = start_ns
+        span.end_time_unix_nano = start_ns + spec.get("duration_ms", 100) * 1_000_000
+        span.status.code = STATUS[spec.get("status", "UNSET")]
+        span.attributes.extend(key_values(spec.get("attributes", {})))
+    return request
+
+
+def wait_for_trace_context(db: Path, timeout: float = 10) -> None:
+    """Block until the collector has resolved trace context (billable, agent) for every stored span."""
+    from meterline.store import open_store, rows
+
+    deadline = time.monotonic() + timeout
+    while True:
+        store = open_store(db)
+        try:
+            state = rows(store, """
+                SELECT (SELECT coalesce(max(ingest_seq), 0) FROM spans) AS high,
+                       (SELECT coalesce(max(value::BIGINT), 0) FROM meta WHERE key = 'context.resolved_seq') AS done
+            """)[0]
+        finally:
+            store.close()
+        if state["done"] >= state["high"]:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"trace context not resolved in {timeout}s: {state}")
+        time.sleep(0.1)
