@@ -11,6 +11,7 @@ import logging
 import signal
 from contextlib import suppress
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from aiohttp import web
 
@@ -32,9 +33,16 @@ from pricing.report import build_meterer, catalog_for
 log = logging.getLogger(__name__)
 
 
+class BackgroundTask(Protocol):
+    """Work that lives as long as the server (an exporter draining the store to a destination)."""
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+
 @dataclass
 class Collector:
-    """A running collector; `extra_routes` lets later stages (usage API) join the HTTP port."""
+    """A running collector. `extra_routes` join the HTTP port (usage API); `background` tasks run
+    beside the listeners and are awaited, after `stop` is set, before the store closes."""
 
     config: Config
     store: LocalStore
@@ -44,6 +52,7 @@ class Collector:
     resolver: ContextResolver
     authenticator: Authenticator
     extra_routes: list[web.RouteDef] = field(default_factory=list)
+    background: list[BackgroundTask] = field(default_factory=list)
 
 
 def build_collector(config: Config) -> Collector:
@@ -104,12 +113,15 @@ async def serve(collector: Collector) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    tasks = [asyncio.create_task(task.run(stop)) for task in collector.background]
     try:
         await stop.wait()
     finally:
         log.info("shutting down: draining accepted spans")
+        stop.set()
         await grpc_server.stop(grace=5)
         await http_runner.cleanup()
+        await asyncio.gather(*tasks, return_exceptions=True)
         collector.writer.stop()
         collector.service.shutdown()
         with suppress(Exception):

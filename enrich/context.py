@@ -121,7 +121,7 @@ class ContextResolver:
         high = cursor.execute("SELECT coalesce(max(ingest_seq), 0) FROM spans").fetchone()[0]
         if high <= low:
             return 0
-        spans = cursor.execute(TOUCHED_SPANS, [low, high]).fetch_arrow_table().to_pylist()
+        spans = cursor.execute(TOUCHED_SPANS, [low, high]).to_arrow_table().to_pylist()
         traces: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for span in spans:
             traces.setdefault((span["tenant_id"], span["trace_id"]), []).append(span)

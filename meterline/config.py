@@ -11,11 +11,18 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
     pass
+
+
+# Sections owned by a component, which validates its own table with `component_section()`
+# (the OpenTelemetry Collector's model: each component declares and checks its config).
+COMPONENT_SECTIONS = ("langfuse", "stripe", "billing", "dashboard")
 
 
 @dataclass(slots=True)
@@ -71,6 +78,7 @@ class Config:
     features: list[FeatureRule] = field(default_factory=list)
     metering: MeteringConfig = field(default_factory=MeteringConfig)
     pricing: PricingConfig = field(default_factory=PricingConfig)
+    components: dict[str, Any] = field(default_factory=dict)  # raw COMPONENT_SECTIONS tables
     source: str | None = None  # the file it was read from
 
     @property
@@ -110,9 +118,23 @@ def _from_document(document: dict[str, Any]) -> Config:
     if not isinstance(rules, list):
         raise ConfigError("features: expected an array of tables ([[features]])")
     config.features = [_build(FeatureRule, rule, f"features[{i}]") for i, rule in enumerate(rules)]
+    for name in COMPONENT_SECTIONS:
+        if name in document:
+            config.components[name] = document.pop(name)
     if document:
         raise ConfigError(f"unknown config section(s): {', '.join(sorted(document))}")
     return config
+
+
+def component_section(config: Config, name: str, cls: type[T]) -> T:
+    """A component's own section as its dataclass; unknown keys are refused naming `name.key`."""
+    assert name in COMPONENT_SECTIONS, name
+    return _build(cls, config.components.get(name, {}), name)
+
+
+def build_table(cls: type[T], table: Any, where: str) -> T:
+    """Build a dataclass from a nested config table (e.g. one of `[[langfuse.destinations]]`)."""
+    return _build(cls, table, where)
 
 
 def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:

@@ -62,15 +62,16 @@ def sidecar_path(db_path: str | os.PathLike[str]) -> Path:
 class LocalStore:
     """The store file opened in this process. Thread-safe: each thread gets its own cursor."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], read_only: bool = False) -> None:
         self.path = str(path)
         try:
-            self.connection = duckdb.connect(self.path)
+            self.connection = duckdb.connect(self.path, read_only=read_only)
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise StoreLocked(self.path, str(exc)) from None
             raise
-        self.connection.execute(DDL)
+        if not read_only:
+            self.connection.execute(DDL)
         self._local = threading.local()
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
@@ -141,10 +142,14 @@ class RemoteStore:
         self._client.close()
 
 
-def open_store(path: str | os.PathLike[str]) -> Store:
-    """Open the store for a CLI command: directly if free, else through the server holding it."""
+def open_store(path: str | os.PathLike[str], read_only: bool = False) -> Store:
+    """Open the store for a CLI command: directly if free, else through the server holding it.
+
+    `read_only` opens the file without taking the write lock from other readers (DuckDB still
+    refuses a writer while it is open, so readers should close it promptly).
+    """
     try:
-        return LocalStore(path)
+        return LocalStore(path, read_only=read_only and Path(path).exists())
     except StoreLocked as locked:
         try:
             info = json.loads(sidecar_path(path).read_text())
