@@ -17,7 +17,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/meterline demo
 
-test: $(STAMP)
+# The dashboard test drives Debian's headless Chromium; install it once if the machine lacks it.
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >/dev/null
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -236,5 +236,17 @@ def usage(ctx: click.Context, period: str | None, start: str | None, end: str | 
         click.echo(render_table(report))
 
 
+
+def _register_component_commands() -> None:
+    """Commands that live with their component (billing/, dashboards/)."""
+    from billing.commands import bill, stripe
+    from dashboards.commands import dashboard
+
+    for command in (bill, stripe, dashboard):
+        main.add_command(command)
+
+
+_register_component_commands()
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

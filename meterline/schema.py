@@ -86,6 +86,62 @@ CREATE TABLE IF NOT EXISTS rejections (
     PRIMARY KEY (minute, signal, reason, tenant_id)
 );
 
+-- Per-destination export state (Langfuse): every span with ingest_seq <= acked_seq has been
+-- acknowledged by the destination or recorded in export_rejections.
+CREATE TABLE IF NOT EXISTS export_cursors (
+    destination          VARCHAR PRIMARY KEY,
+    acked_seq            BIGINT    NOT NULL DEFAULT 0,
+    spans_sent           BIGINT    NOT NULL DEFAULT 0,
+    last_success_at      TIMESTAMP,
+    last_attempt_at      TIMESTAMP,
+    last_error           VARCHAR,
+    consecutive_failures INTEGER   NOT NULL DEFAULT 0
+);
+
+-- Spans a destination refused for good (e.g. a 400 isolated to them), with the reason.
+CREATE TABLE IF NOT EXISTS export_rejections (
+    destination VARCHAR   NOT NULL,
+    tenant_id   VARCHAR   NOT NULL,
+    trace_id    VARCHAR   NOT NULL,
+    span_id     VARCHAR   NOT NULL,
+    ingest_seq  BIGINT    NOT NULL,
+    status      INTEGER,
+    reason      VARCHAR   NOT NULL,
+    at          TIMESTAMP NOT NULL
+);
+
+-- One row per Stripe meter event the billing job means to send: the exactly-once ledger.
+CREATE TABLE IF NOT EXISTS billing_ledger (
+    identifier         VARCHAR   PRIMARY KEY,  -- the meter event's deterministic identifier
+    run_id             VARCHAR   NOT NULL,
+    period             VARCHAR   NOT NULL,     -- YYYY-MM
+    tenant_id          VARCHAR   NOT NULL,
+    stripe_customer_id VARCHAR   NOT NULL,
+    charge             VARCHAR   NOT NULL,
+    event_name         VARCHAR   NOT NULL,     -- the Stripe meter's event_name
+    value              BIGINT    NOT NULL,     -- the delta this event carries
+    cumulative         BIGINT    NOT NULL,     -- the period's total for this meter once it lands
+    event_timestamp    TIMESTAMP NOT NULL,
+    status             VARCHAR   NOT NULL,     -- intended | sent | acknowledged | failed
+    stripe_response_id VARCHAR,
+    error              VARCHAR,
+    created_at         TIMESTAMP NOT NULL,
+    updated_at         TIMESTAMP NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS billing_runs (
+    run_id        VARCHAR   PRIMARY KEY,
+    period        VARCHAR   NOT NULL,
+    through       TIMESTAMP,
+    dry_run       BOOLEAN   NOT NULL,
+    started_at    TIMESTAMP NOT NULL,
+    finished_at   TIMESTAMP,
+    status        VARCHAR   NOT NULL,  -- running | succeeded | failed
+    events_sent   INTEGER   NOT NULL DEFAULT 0,
+    events_failed INTEGER   NOT NULL DEFAULT 0,
+    summary       JSON
+);
+
 -- Small key/value state that must survive restarts (watermarks, cursors).
 CREATE TABLE IF NOT EXISTS meta (
     key   VARCHAR PRIMARY KEY,
