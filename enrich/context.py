@@ -28,7 +28,7 @@ from typing import Any
 import pyarrow as pa
 
 from enrich.features import FeatureRules
-from meterline.store import LocalStore
+from meterline.store import LocalStore, Store, rows
 
 log = logging.getLogger(__name__)
 
@@ -146,3 +146,18 @@ class ContextResolver:
         if changed:
             log.debug("trace context: %d span(s) updated in %d trace(s)", len(changed), len(traces))
         return len(changed)
+
+
+def wait_until_resolved(store: Store, timeout: float = 30.0) -> bool:
+    """Wait until trace context covers every stored span (the usage report is then final)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = rows(store, f"""
+            SELECT (SELECT coalesce(max(ingest_seq), 0) FROM spans) AS high,
+                   (SELECT coalesce(max(value::BIGINT), 0) FROM meta WHERE key = '{WATERMARK_KEY}') AS done
+        """)[0]
+        if state["done"] >= state["high"]:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)

@@ -238,11 +238,12 @@ def usage(ctx: click.Context, period: str | None, start: str | None, end: str | 
 
 
 def _register_component_commands() -> None:
-    """Commands that live with their component (billing/, dashboards/)."""
+    """Commands that live with their component (billing/, dashboards/, demo/)."""
     from billing.commands import bill, stripe
     from dashboards.commands import dashboard
+    from demo.commands import demo
 
-    for command in (bill, stripe, dashboard):
+    for command in (bill, stripe, dashboard, demo):
         main.add_command(command)
 
 

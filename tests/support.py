@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,18 +15,12 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
 
 from enrich.auth import issue_dev_token
-from meterline.store import sidecar_path
+from meterline.process import CollectorProcess, free_port  # noqa: F401 (re-exported for tests)
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "data" / "agentcore"  # a copy of ../shared/fixtures/agentcore, with its licence
 SECRET = "test-secret-for-meterline-0123456789"
 METERLINE = str(Path(sys.executable).with_name("meterline"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def token(tenant_id: str, ttl: int = 3600, secret: str = SECRET, **kwargs: Any) -> str:
@@ -46,61 +38,12 @@ def cli(*args: str, db: Path | None = None, env: dict[str, str] | None = None, c
     return result
 
 
-class Server:
-    """`meterline serve` in a subprocess on free ports; ready once its admin sidecar exists."""
+class Server(CollectorProcess):
+    """`meterline serve` for a test: the test secret, the log next to the test's store."""
 
     def __init__(self, db: Path, *extra: str, env: dict[str, str] | None = None) -> None:
-        self.db = db
-        self.http_port = free_port()
-        self.grpc_port = free_port()
-        self.extra = extra
-        self.env = {**os.environ, "METERLINE_JWT_SECRET": SECRET, **(env or {})}
-        self.process: subprocess.Popen[str] | None = None
-        self.log = db.with_suffix(".log")
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    @property
-    def grpc(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
-
-    def start(self, timeout: float = 30) -> "Server":
-        sidecar = sidecar_path(self.db)
-        if sidecar.exists():
-            sidecar.unlink()
-        self.process = subprocess.Popen(
-            [METERLINE, "serve", "--db", str(self.db), "--http-port", str(self.http_port),
-             "--grpc-port", str(self.grpc_port), *self.extra],
-            stdout=self.log.open("a"), stderr=subprocess.STDOUT, text=True, env=self.env,
-        )
-        deadline = time.monotonic() + timeout
-        while not sidecar.exists():
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log.read_text()}")
-            if time.monotonic() > deadline:
-                self.kill()
-                raise AssertionError(f"server did not become ready:\n{self.log.read_text()}")
-            time.sleep(0.05)
-        return self
-
-    def stop(self, timeout: float = 30) -> int:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout)
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-
-    def __enter__(self) -> "Server":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.stop()
+        super().__init__(db, *extra, env={"METERLINE_JWT_SECRET": SECRET, **(env or {})},
+                         log=db.with_suffix(".log"))
 
 
 def key_values(attributes: dict[str, Any]) -> list[KeyValue]:
@@ -211,20 +154,11 @@ def spans_request(spans: Iterable[dict[str, Any]], resource: dict[str, Any] | No
 
 def wait_for_trace_context(db: Path, timeout: float = 10) -> None:
     """Block until the collector has resolved trace context (billable, agent) for every stored span."""
-    from meterline.store import open_store, rows
+    from enrich.context import wait_until_resolved
+    from meterline.store import open_store
 
-    deadline = time.monotonic() + timeout
-    while True:
-        store = open_store(db)
-        try:
-            state = rows(store, """
-                SELECT (SELECT coalesce(max(ingest_seq), 0) FROM spans) AS high,
-                       (SELECT coalesce(max(value::BIGINT), 0) FROM meta WHERE key = 'context.resolved_seq') AS done
-            """)[0]
-        finally:
-            store.close()
-        if state["done"] >= state["high"]:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"trace context not resolved in {timeout}s: {state}")
-        time.sleep(0.1)
+    store = open_store(db)
+    try:
+        assert wait_until_resolved(store, timeout), f"trace context not resolved in {timeout}s"
+    finally:
+        store.close()
