@@ -20,7 +20,7 @@ from typing import Callable
 import pyarrow as pa
 
 from collector.errors import IngestError, Kind
-from enrich.batch import SpanBatch
+from enrich.batch import SpanBatch, SpanRecord
 from meterline.store import LocalStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class SpanWriter:
         self.tick = tick
         self.tick_seconds = tick_seconds
         self.max_group_spans = max_group_spans
-        self._queue: deque[tuple[SpanBatch, Future[int]]] = deque()
+        self._queue: deque[tuple[SpanBatch, Future[None]]] = deque()
         self._queued_spans = 0
         self._rejections: Counter[RejectionKey] = Counter()
         self._rejected_items: Counter[RejectionKey] = Counter()
@@ -94,9 +94,9 @@ class SpanWriter:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, batch: SpanBatch) -> Future[int]:
-        """Queue a batch; the future yields how many spans were new (not duplicates) once committed."""
-        future: Future[int] = Future()
+    def submit(self, batch: SpanBatch) -> Future[None]:
+        """Queue a batch; the future completes once its spans are committed (duplicates ignored)."""
+        future: Future[None] = Future()
         size = len(batch.spans)
         with self._cond:
             if self._stopping:
@@ -136,7 +136,7 @@ class SpanWriter:
             with self._cond:
                 if not self._queue and not self._rejections and not self._stopping:
                     self._cond.wait(timeout=self.tick_seconds)
-                group: list[tuple[SpanBatch, Future[int]]] = []
+                group: list[tuple[SpanBatch, Future[None]]] = []
                 spans = 0
                 while self._queue and (not group or spans + len(self._queue[0][0].spans) <= self.max_group_spans):
                     batch, future = self._queue.popleft()
@@ -159,7 +159,7 @@ class SpanWriter:
 
     def _write(
         self,
-        group: list[tuple[SpanBatch, Future[int]]],
+        group: list[tuple[SpanBatch, Future[None]]],
         rejections: Counter[RejectionKey],
         rejected_items: Counter[RejectionKey],
     ) -> None:
@@ -169,7 +169,7 @@ class SpanWriter:
                 rejections[key] += 1
                 rejected_items[key] += count
         try:
-            inserted = self._commit([batch for batch, _ in group], rejections, rejected_items)
+            self._commit([batch for batch, _ in group], rejections, rejected_items)
         except StoreError:
             if len(group) == 1:
                 log.exception("writing a batch of %d spans failed", len(group[0][0].spans))
@@ -179,38 +179,38 @@ class SpanWriter:
             for item in group:
                 self._write([item], Counter(), Counter())
             return
-        for (_, future), count in zip(group, inserted):
-            future.set_result(count)
+        for _, future in group:
+            future.set_result(None)
 
     def _commit(
         self,
         batches: list[SpanBatch],
         rejections: Counter[RejectionKey],
         rejected_items: Counter[RejectionKey],
-    ) -> list[int]:
+    ) -> None:
+        """One transaction: every batch's spans in a single INSERT, plus the refusal counters."""
         minute = datetime.now(timezone.utc).replace(second=0, microsecond=0, tzinfo=None)
         steps: list[tuple[str, list[object]]] = [
             (UPSERT_REJECTIONS, [minute, signal, reason, tenant, count, rejected_items[(signal, reason, tenant)]])
             for (signal, reason, tenant), count in rejections.items()
         ]
+        spans = [span for batch in batches for span in batch.spans]
         cursor = self.store.cursor()
-        inserted: list[int] = []
         cursor.execute("BEGIN TRANSACTION")
         try:
-            for batch in batches:
-                inserted.append(self._insert(cursor, batch) if batch.spans else 0)
+            inserted = self._insert(cursor, spans) if spans else 0
             for sql, params in steps:
                 cursor.execute(sql, params)
             cursor.execute("COMMIT")
         except Exception as exc:
             cursor.execute("ROLLBACK")
             raise StoreError(str(exc)) from exc
-        self.committed_spans += sum(inserted)
-        return inserted
+        self.committed_spans += inserted
 
-    def _insert(self, cursor: object, batch: SpanBatch) -> int:
-        count = len(batch.spans)
-        columns = [list(column) for column in zip(*map(_GET_FIELDS, batch.spans))]
+    def _insert(self, cursor: object, spans: list[SpanRecord]) -> int:
+        """Insert spans (duplicates of stored ones are ignored); returns how many were new."""
+        count = len(spans)
+        columns = [list(column) for column in zip(*map(_GET_FIELDS, spans))]
         columns.append(list(range(self._next_seq, self._next_seq + count)))
         self._next_seq += count
         incoming = pa.Table.from_arrays(
