@@ -18,7 +18,6 @@ class Kind(enum.Enum):
     INVALID = (400, grpc.StatusCode.INVALID_ARGUMENT, False)
     UNAUTHENTICATED = (401, grpc.StatusCode.UNAUTHENTICATED, False)
     FORBIDDEN = (403, grpc.StatusCode.PERMISSION_DENIED, False)
-    NOT_FOUND = (404, grpc.StatusCode.UNIMPLEMENTED, False)
     METHOD_NOT_ALLOWED = (405, grpc.StatusCode.UNIMPLEMENTED, False)
     TOO_LARGE = (413, grpc.StatusCode.RESOURCE_EXHAUSTED, False)
     UNSUPPORTED_MEDIA = (415, grpc.StatusCode.INVALID_ARGUMENT, False)

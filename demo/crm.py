@@ -10,7 +10,7 @@ import random
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from opentelemetry import trace
 from strands import Agent, tool
@@ -22,6 +22,12 @@ SUB_AGENT_SCRIPTS = {
     "opportunity_agent": Script(("create_opportunity", "update_stage"), (1, 2), 0.05, 0.0, 11_000),
     "task_agent": Script(("create_task",), (1, 2), 0.03, 0.0, 6_000),
     "customer_agent": Script(("lookup_customer", "log_interaction"), (1, 3), 0.03, 0.0, 14_000),
+}
+SPECIALISTS = {
+    "lead_agent": "Qualify and convert leads.",
+    "opportunity_agent": "Manage sales opportunities.",
+    "task_agent": "Create follow-up tasks.",
+    "customer_agent": "Answer questions about existing customers.",
 }
 SUPERVISOR_SCRIPT = Script(("lead_agent", "opportunity_agent", "task_agent", "customer_agent"), (1, 2), 0.01, 0.3,
                            20_000)
@@ -120,7 +126,9 @@ def build_supervisor(db: CrmDatabase, tenant: str, supervisor_model: str, agent_
         for name, script in SUB_AGENT_SCRIPTS.items()
     }
 
-    def delegate(name: str) -> Callable[[str], str]:
+    def as_tool(name: str, description: str) -> Any:
+        """A specialist agent exposed to the supervisor as a tool (Strands' agents-as-tools)."""
+        @tool(name=name, description=description)
         def run(task: str) -> str:
             try:
                 return str(specialists[name](task))
@@ -128,27 +136,8 @@ def build_supervisor(db: CrmDatabase, tenant: str, supervisor_model: str, agent_
                 return f"{name} could not finish: {refusal}"
         return run
 
-    @tool
-    def lead_agent(task: str) -> str:
-        """Qualify and convert leads."""
-        return delegate("lead_agent")(task)
-
-    @tool
-    def opportunity_agent(task: str) -> str:
-        """Manage sales opportunities."""
-        return delegate("opportunity_agent")(task)
-
-    @tool
-    def task_agent(task: str) -> str:
-        """Create follow-up tasks."""
-        return delegate("task_agent")(task)
-
-    @tool
-    def customer_agent(task: str) -> str:
-        """Answer questions about existing customers."""
-        return delegate("customer_agent")(task)
-
+    delegates = [as_tool(name, description) for name, description in SPECIALISTS.items()]
     inputs = {name: {"task": f"{name.replace('_', ' ')}: handle the request"} for name in SUPERVISOR_SCRIPT.tools}
     return Agent(model=ScriptedModel(supervisor_model, SUPERVISOR_SCRIPT, inputs), name="crm_supervisor",
-                 tools=[lead_agent, opportunity_agent, task_agent, customer_agent], callback_handler=None,
+                 tools=delegates, callback_handler=None,
                  trace_attributes=trace_attributes)

@@ -57,6 +57,7 @@ _CACHE_READ_TOKENS = (
 )
 _CACHE_WRITE_TOKENS = (
     "gen_ai.usage.cache_creation.input_tokens",
+    "gen_ai.usage.cache_write.input_tokens",
     "gen_ai.usage.cache_creation_input_tokens",
     "gen_ai.usage.cache_write_input_tokens",
     "llm.token_count.prompt_details.cache_write",

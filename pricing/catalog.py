@@ -67,13 +67,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from metering.meters import METERS  # the meters a charge can rate
+
 DEFAULT_PATH = Path(__file__).with_name("plans.toml")
 
-METERS: tuple[str, ...] = (
-    "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
-    "llm_calls", "agent_invocations", "tool_calls", "active_agents",
-    "workflows_completed", "agent_outcomes_succeeded",
-)
 MODELS: tuple[str, ...] = ("activity_fixed", "activity_variable", "outcome_fixed", "outcome_variable")
 SCHEDULES: tuple[str, ...] = ("flat", "graduated", "volume", "package")
 
