@@ -244,9 +244,31 @@ def test_overload_is_refused_retryably_and_nothing_accepted_is_lost(db: Path, tm
         assert retry.code == grpc.StatusCode.UNAVAILABLE.value[0]
         info = error_details_pb2.RetryInfo()
         assert retry.details[0].Unpack(info) and info.retry_delay.seconds == 2
+        with grpc.insecure_channel(server.grpc) as channel:  # the gRPC equivalent: UNAVAILABLE + RetryInfo
+            export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+            metadata = (("authorization", headers["Authorization"]),)
+            with ThreadPoolExecutor(max_workers=16) as pool:
+                outcomes = list(pool.map(lambda body: _grpc_outcome(export, body, metadata), bodies[:20]))
+            assert set(o[0] for o in outcomes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}
+            assert any(code == grpc.StatusCode.UNAVAILABLE and delay == 2 for code, delay in outcomes), outcomes
         accepted = {b + 1 for b, r in enumerate(responses) if r.status_code == 200}
+        accepted |= {b + 1 for b, (code, _) in enumerate(outcomes) if code == grpc.StatusCode.OK}
         stored_traces = {int(row["trace_id"][:2], 16) for row in stored(db, "true")}
         assert stored_traces == accepted
+
+
+def _grpc_outcome(export, body: bytes, metadata) -> tuple[grpc.StatusCode, int | None]:
+    """(status, RetryInfo delay in seconds) of one gRPC export."""
+    try:
+        export(body, metadata=metadata)
+        return grpc.StatusCode.OK, None
+    except grpc.RpcError as error:
+        details = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")
+        info = error_details_pb2.RetryInfo()
+        if details:
+            status = status_pb2.Status.FromString(details)
+            status.details[0].Unpack(info)
+        return error.code(), info.retry_delay.seconds if details else None
 
 
 def test_kill_9_loses_nothing_acknowledged(db: Path) -> None:

@@ -191,3 +191,41 @@ def test_agentcore_captures_bill_each_model_call_once(server: Server) -> None:
     """)
     assert orphans == [{"n": 0}]
     assert query(server.db, "SELECT count(*) AS n FROM spans WHERE billable AND op_kind <> 'llm'") == [{"n": 0}]
+
+
+def test_jwks_url_keys(db: Path, tmp_path: Path) -> None:
+    """Keys fetched from a JWKS URL (as a Cognito user pool publishes them), served locally."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    private = rsa.generate_private_key(65537, 2048)
+    jwk = json.loads(jwt.get_algorithm_by_name("RS256").to_jwk(private.public_key()))
+    jwk.update(kid="pool-key", alg="RS256", use="sig")
+    document = json.dumps({"keys": [jwk]}).encode()
+
+    class Jwks(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(document)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    jwks_server = ThreadingHTTPServer(("127.0.0.1", 0), Jwks)
+    threading.Thread(target=jwks_server.serve_forever, daemon=True).start()
+    config = tmp_path / "jwks-url.toml"
+    config.write_text(f'[auth]\njwks_url = "http://127.0.0.1:{jwks_server.server_port}/.well-known/jwks.json"\n'
+                      'tenant_claim = "tenant_id"\n')
+    cli("tenants", "add", "acme", "--tier", "basic", db=db)
+    try:
+        with Server(db, "--config", str(config), env={"METERLINE_JWT_SECRET": ""}) as server:
+            claims = {"custom:tenant_id": "acme", "exp": int(time.time()) + 600}
+            good = jwt.encode(claims, private, algorithm="RS256", headers={"kid": "pool-key"})
+            assert http_status(server, good) == 200
+            forged = jwt.encode(claims, rsa.generate_private_key(65537, 2048), algorithm="RS256",
+                                headers={"kid": "pool-key"})
+            assert http_status(server, forged) == 401
+    finally:
+        jwks_server.shutdown()
