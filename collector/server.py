@@ -17,6 +17,8 @@ from aiohttp import web
 
 from collector.grpc_receiver import start_grpc_server
 from collector.http_receiver import HttpReceiver
+from collector.langfuse.config import load_settings
+from collector.langfuse.exporter import build_exporters
 from collector.service import IngestService
 from collector.usage_api import UsageApi
 from collector.writer import SpanWriter
@@ -57,7 +59,8 @@ class Collector:
 
 def build_collector(config: Config) -> Collector:
     authenticator = Authenticator(config)  # refuses to start without keys in jwt mode
-    store = LocalStore(config.db)
+    langfuse = load_settings(config)  # likewise refuses a missing Langfuse secret
+    store = LocalStore.wait_for_writer_lock(config.db, seconds=5)
     registry = TenantRegistry(store)
     pipeline = EnrichPipeline(config, registry)
     resolver = ContextResolver(store, pipeline.feature_rules)
@@ -78,7 +81,8 @@ def build_collector(config: Config) -> Collector:
         store.close()
         raise ConfigError(f"plan catalog refused: {exc}") from None
     usage_api = UsageApi(service, build_meterer(store, config), catalog)
-    return Collector(config, store, writer, service, registry, resolver, authenticator, usage_api.routes())
+    return Collector(config, store, writer, service, registry, resolver, authenticator, usage_api.routes(),
+                     background=build_exporters(langfuse, store))
 
 
 async def serve(collector: Collector) -> None:

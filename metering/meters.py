@@ -114,6 +114,21 @@ _COST = """
     + coalesce(s.reasoning_tokens, 0) * r.r_reasoning
 """
 
+# A billable span meets the rate of its model and input-size bracket (large-context rates per call).
+_RATE_JOIN = """s.billable AND s.model = r.model
+    AND coalesce(s.input_tokens, 0) > r.above
+    AND (r.up_to IS NULL OR coalesce(s.input_tokens, 0) <= r.up_to)"""
+
+
+def _scope(period: Period, tenant: str | None) -> tuple[str, list[Any]]:
+    """The WHERE clause (and params) of spans in the period, of one tenant or all."""
+    where = "s.start_time >= ?::TIMESTAMP AND s.start_time < ?::TIMESTAMP"
+    params: list[Any] = [period.start.isoformat(), period.end.isoformat()]
+    if tenant is not None:
+        where += " AND s.tenant_id = ?"
+        params.append(tenant)
+    return where, params
+
 
 @dataclass
 class Meterer:
@@ -132,16 +147,8 @@ class Meterer:
         unknown = [dim for dim in by if dim not in DIMENSIONS]
         if unknown:
             raise ValueError(f"unknown breakdown {unknown[0]!r}: choose from {', '.join(DIMENSIONS)}")
-        where = "s.start_time >= ?::TIMESTAMP AND s.start_time < ?::TIMESTAMP"
-        where_params: list[Any] = [period.start.isoformat(), period.end.isoformat()]
-        if tenant is not None:
-            where += " AND s.tenant_id = ?"
-            where_params.append(tenant)
-        models = [row["model"] for row in rows(self.store, f"""
-            SELECT DISTINCT s.model FROM spans s WHERE {where} AND s.billable AND s.model IS NOT NULL
-        """, where_params)]
-        priced = {model: price for model in models if (price := self.prices.price_for(model)) is not None}
-        rates_sql, rates_params = _rates_rows(priced)
+        where, where_params = _scope(period, tenant)
+        rates_sql, rates_params = self._rates(where, where_params)
         workflow, workflow_params = _workflow_condition(self.workflow_roots)
         keys = "".join(f"{DIMENSIONS[dim]} AS {dim}, " for dim in by)
         order = ", ".join(str(i) for i in range(1, len(by) + 2))
@@ -162,9 +169,7 @@ class Meterer:
                 coalesce(sum({_COST}) FILTER (WHERE s.billable), 0)::VARCHAR AS llm_cost,
                 count(*) FILTER (WHERE s.billable AND r.model IS NULL) AS unpriced_llm_calls
             FROM spans s
-            LEFT JOIN rates r ON s.billable AND s.model = r.model
-                AND coalesce(s.input_tokens, 0) > r.above
-                AND (r.up_to IS NULL OR coalesce(s.input_tokens, 0) <= r.up_to)
+            LEFT JOIN rates r ON {_RATE_JOIN}
             WHERE {where}
             GROUP BY ALL
             ORDER BY {order}
@@ -175,3 +180,43 @@ class Meterer:
             for meter in METERS:
                 row[meter] = int(row[meter])
         return result
+
+    def top_traces(self, period: Period, tenant: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The tenant's traces in the period, most expensive first: LLM cost summed over billable spans.
+
+        Costs are priced exactly as in `usage()` (exact Decimal, unrounded); a trace's spans outside
+        the period do not count, as they belong to another period's bill.
+        """
+        where, where_params = _scope(period, tenant)
+        rates_sql, rates_params = self._rates(where, where_params)
+        sql = f"""
+            WITH rates AS ({rates_sql}),
+            traces AS (
+                SELECT s.trace_id, min(s.start_time) AS started,
+                    any_value(s.name) FILTER (WHERE s.parent_span_id IS NULL) AS root_span,
+                    count(*) AS spans,
+                    count(*) FILTER (WHERE s.billable) AS llm_calls,
+                    coalesce(sum(s.input_tokens) FILTER (WHERE s.billable), 0)::BIGINT AS input_tokens,
+                    coalesce(sum(s.output_tokens) FILTER (WHERE s.billable), 0)::BIGINT AS output_tokens,
+                    coalesce(sum({_COST}) FILTER (WHERE s.billable), 0) AS cost,
+                    count(*) FILTER (WHERE s.billable AND r.model IS NULL) AS unpriced_llm_calls
+                FROM spans s
+                LEFT JOIN rates r ON {_RATE_JOIN}
+                WHERE {where}
+                GROUP BY s.trace_id
+            )
+            SELECT * EXCLUDE (cost), cost::VARCHAR AS llm_cost FROM traces
+            ORDER BY cost DESC, llm_calls DESC, trace_id
+            LIMIT ?
+        """
+        result = rows(self.store, sql, rates_params + where_params + [limit])
+        for row in result:
+            row["llm_cost"] = Decimal(row["llm_cost"])
+        return result
+
+    def _rates(self, where: str, params: list[Any]) -> tuple[str, list[Any]]:
+        """The rates table (SQL and params) for the priced models among the billable spans in scope."""
+        models = [row["model"] for row in rows(self.store, f"""
+            SELECT DISTINCT s.model FROM spans s WHERE {where} AND s.billable AND s.model IS NOT NULL
+        """, params)]
+        return _rates_rows({model: price for model in models if (price := self.prices.price_for(model)) is not None})

@@ -93,6 +93,13 @@ def stats(ctx: click.Context, db: str | None, fmt: str) -> None:
     click.echo("\nrejected")
     click.echo(table([(r["signal"], r["reason"], r["requests"], r["items"]) for r in report["rejected"]],
                      ["signal", "reason", "requests", "items"], right_align=(2, 3)))
+    if report["exports"]:
+        click.echo("\nexports")
+        click.echo(table([(e["destination"], e["acked_seq"], e["lag_spans"], e["oldest_unexported_age_seconds"],
+                           e["spans_sent"], e["rejected_spans"], e["consecutive_failures"], e["last_success_at"] or "-",
+                           e["last_error"] or "") for e in report["exports"]],
+                         ["destination", "acked seq", "lag spans", "oldest (s)", "sent", "rejected", "failures",
+                          "last success", "last error"], right_align=(1, 2, 3, 4, 5, 6)))
 
 
 @main.group()

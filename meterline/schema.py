@@ -86,8 +86,8 @@ CREATE TABLE IF NOT EXISTS rejections (
     PRIMARY KEY (minute, signal, reason, tenant_id)
 );
 
--- Per-destination export state (Langfuse): every span with ingest_seq <= acked_seq has been
--- acknowledged by the destination or recorded in export_rejections.
+-- Per-destination export state (Langfuse): every span routed there with ingest_seq <= acked_seq
+-- has been acknowledged by the destination or recorded in export_rejections.
 CREATE TABLE IF NOT EXISTS export_cursors (
     destination          VARCHAR PRIMARY KEY,
     acked_seq            BIGINT    NOT NULL DEFAULT 0,
@@ -95,8 +95,10 @@ CREATE TABLE IF NOT EXISTS export_cursors (
     last_success_at      TIMESTAMP,
     last_attempt_at      TIMESTAMP,
     last_error           VARCHAR,
-    consecutive_failures INTEGER   NOT NULL DEFAULT 0
+    consecutive_failures INTEGER   NOT NULL DEFAULT 0,
+    route                JSON      -- which spans go there (collector/langfuse/routing.py)
 );
+ALTER TABLE export_cursors ADD COLUMN IF NOT EXISTS route JSON;  -- stores made before the column
 
 -- Spans a destination refused for good (e.g. a 400 isolated to them), with the reason.
 CREATE TABLE IF NOT EXISTS export_rejections (
@@ -107,7 +109,7 @@ CREATE TABLE IF NOT EXISTS export_rejections (
     ingest_seq  BIGINT    NOT NULL,
     status      INTEGER,
     reason      VARCHAR   NOT NULL,
-    at          TIMESTAMP NOT NULL
+    "at"        TIMESTAMP NOT NULL  -- quoted: AT is a keyword in DuckDB 1.5
 );
 
 -- One row per Stripe meter event the billing job means to send: the exactly-once ledger.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
@@ -73,6 +74,18 @@ class LocalStore:
         if not read_only:
             self.connection.execute(DDL)
         self._local = threading.local()
+
+    @classmethod
+    def wait_for_writer_lock(cls, path: str | os.PathLike[str], seconds: float) -> "LocalStore":
+        """Open for writing, waiting out a reader (a dashboard query, a CLI command) briefly holding the file."""
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                return cls(path)
+            except StoreLocked:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.1)
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         cursor = getattr(self._local, "cursor", None)
