@@ -206,6 +206,7 @@ class StripeServer:
         self._recent: deque[float] = deque()  # monotonic times of recent requests
         self._faults: deque[_Fault] = deque()
         self._drops = 0
+        self._before_reply: Callable[[], None] | None = None
         self._requests: list[RecordedRequest] = []
         self._routes = [
             _route("GET", r"/v1/customers", self._list_customers),
@@ -302,6 +303,12 @@ class StripeServer:
         with self._lock:
             self._drops += count
 
+    def before_meter_event_reply(self, callback: Callable[[], None] | None) -> None:
+        """Calls `callback()` after each meter-event request (v1 or v2 stream) Stripe accepted
+        and recorded, before its reply is written: e.g. to kill the client between the send and
+        its own record of the answer. None removes it."""
+        self._before_reply = callback
+
     def set_meter_event_latency(self, seconds: float) -> None:
         """Makes each v1 meter-event call hold its (customer, meter) slot this long."""
         self._latency = seconds
@@ -379,6 +386,9 @@ class StripeServer:
             reply = replace(reply, headers={**common, **reply.headers})
             status = None if reply.drop else reply.status
             self._requests.append(RecordedRequest(method, url.path, headers, status))
+        hook = self._before_reply
+        if hook is not None and route is not None and route.meter_events and reply.status == 200:
+            hook()
         return reply
 
     def _route(self, method: str, path: str) -> tuple[_Route | None, tuple[str, ...]]:
