@@ -129,7 +129,6 @@ def billing(src: Source, period_label: str | None) -> dict[str, Any]:
                 count(*) FILTER (WHERE status IN ('intended', 'sent')) AS pending_events,
                 count(*) FILTER (WHERE status = 'failed') AS failed_events,
                 coalesce(sum(value) FILTER (WHERE status = 'acknowledged'), 0)::BIGINT AS acknowledged_value,
-                max(cumulative) FILTER (WHERE status = 'acknowledged') AS acknowledged_total,
                 coalesce(sum(value) FILTER (WHERE status = 'sent'), 0)::BIGINT AS unconfirmed_value,
                 coalesce(sum(value) FILTER (WHERE status = 'intended'), 0)::BIGINT AS intended_value,
                 coalesce(sum(value) FILTER (WHERE status = 'failed'), 0)::BIGINT AS failed_value,

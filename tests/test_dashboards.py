@@ -62,6 +62,8 @@ BILLING_ROWS = [
 LEDGER = [  # identifier, run, tenant, customer, charge, event_name, value, cumulative, status, error
     ("ev-acme-agents", "run-1", "acme", "cus_acme", "agents", "t_agents", 2, 2, "acknowledged", None),
     ("ev-acme-tokens", "run-1", "acme", "cus_acme", "tokens", "t_input_tokens", 1500, 1500, "acknowledged", None),
+    # a later correction lowers the total: Stripe holds the sum of the events, not the last cumulative
+    ("ev-acme-tokens-2", "run-2", "acme", "cus_acme", "tokens", "t_input_tokens", -100, 1400, "acknowledged", None),
     ("ev-globex-tokens", "run-1", "globex", "cus_globex", "tokens", "t_input_tokens", 1000, 1000, "acknowledged", None),
     ("ev-acme-outcomes", "run-2", "acme", "cus_acme", "outcomes", "t_outcomes", 1, 1, "sent", None),
     ("ev-globex-agents", "run-2", "globex", "cus_globex", "agents", "t_agents", 1, 1, "failed",
@@ -222,7 +224,7 @@ def test_every_page_renders_with_the_stores_numbers(store: Server, monkeypatch: 
     at.switch_page("views/billing.py").run()
     assert {m.label: m.value for m in at.metric}["Status"] == "failed"
     ledger = at.dataframe[-2].value.set_index(["tenant_id", "charge"])
-    assert ledger.loc[("acme", "tokens"), "acknowledged_total"] == 1500
+    assert ledger.loc[("acme", "tokens"), "acknowledged_value"] == 1400
     assert ledger.loc[("globex", "agents"), "failed_events"] == 1
     assert "Stripe answered 500" in at.dataframe[-1].value["error"][0]
 

@@ -69,8 +69,8 @@ else:
         "events": ui.count_column("Events"),
         "acknowledged_events": ui.count_column("Acknowledged events"),
         "pending_events": ui.count_column("Pending events", "Intended or sent, no reply recorded yet."),
-        "acknowledged_value": ui.count_column("Acknowledged", "Units Stripe acknowledged (meter units, not money)."),
-        "acknowledged_total": ui.count_column("Period total in Stripe", "Cumulative value of the last acknowledged event."),
+        "acknowledged_value": ui.count_column(
+            "Period total in Stripe", "Sum of acknowledged events, corrections included (meter units, not money)."),
         "unconfirmed_value": ui.count_column("Sent, unconfirmed", "Sent; no reply recorded yet."),
         "intended_value": ui.count_column("Not sent yet"),
         "failed_events": ui.count_column("Failed events"),
