@@ -17,7 +17,9 @@ price holds no allowance and applies the schedule to exactly what arrives, as pr
   decimals; no transform_quantity, which would round the quantity to whole `per` units);
 - package: per unit at package_price, transform_quantity divide_by = package_size, round up;
 - graduated / volume: tiered, tiers_mode graduated / volume, each tier's up_to (last: inf),
-  unit_amount_decimal and flat_amount_decimal.
+  unit_amount_decimal and flat_amount_decimal. A tier's flat fee must be a whole number of minor
+  units: Stripe's flat_amount_decimal "accepts a decimal value representing an integer in the
+  minor units of the currency" (only unit amounts take 12 decimals).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from pricing.catalog import Catalog, Charge, Currency, Flat, Graduated, Package,
 if TYPE_CHECKING:
     from stripe.params import PriceCreateParams
 
-MAX_DECIMALS = 12  # Stripe's limit on unit_amount_decimal and flat_amount_decimal
+MAX_DECIMALS = 12  # Stripe's limit on unit_amount_decimal (flat_amount_decimal takes whole minor units)
 _EXACT = Context(prec=60, traps=[Inexact])
 
 
@@ -92,7 +94,8 @@ def price_terms(currency: Currency, charge: Charge) -> dict[str, Any]:
             return {"billing_scheme": "tiered", "tiers_mode": mode, "tiers": [
                 {"up_to": "inf" if tier.up_to is None else tier.up_to,
                  "unit_amount_decimal": _decimal(tier.unit_price * minor / per, where),
-                 "flat_amount_decimal": _decimal(tier.flat_fee * minor, where)} for tier in tiers]}
+                 "flat_amount_decimal": _whole(tier.flat_fee * minor, f"{where}, tier {i + 1} flat_fee")}
+                for i, tier in enumerate(tiers)]}
     raise TypeError(f"unknown schedule {charge.schedule!r}")
 
 
@@ -102,6 +105,14 @@ def _decimal(amount: Decimal, where: str) -> str:
     if exact.as_tuple().exponent < -MAX_DECIMALS:  # type: ignore[operator]
         raise UnpriceableCharge(f"{where}: {exact} minor units needs more than {MAX_DECIMALS} decimals")
     return format(exact, "f")
+
+
+def _whole(amount: Decimal, where: str) -> str:
+    """A whole number of minor units, as flat_amount_decimal takes it."""
+    if amount != amount.to_integral_value():
+        raise UnpriceableCharge(f"{where}: {amount.normalize()} minor units is not a whole number; "
+                                "Stripe's flat_amount_decimal takes whole minor units")
+    return _decimal(amount, where)
 
 
 def _guard(items: list[SyncItem], kind: str, name: str, step: Callable[..., SyncItem], *args: Any) -> str | None:

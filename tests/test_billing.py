@@ -16,9 +16,11 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import subprocess
 import threading
 import time
+import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -30,11 +32,12 @@ import httpx
 import pytest
 import stripe
 
-from billing.stripe_setup import price_terms
+from billing.stripe_setup import UnpriceableCharge, price_terms
 from enrich.tenants import add_tenant, set_status
 from metering.meters import Period
 from meterline.store import LocalStore, open_store, rows
-from pricing.catalog import Charge, Currency, Graduated, Tier, Volume
+from pricing.catalog import (DEFAULT_PATH, Catalog, Charge, Currency, Flat, Graduated, Package, Tier, Volume,
+                             load_catalog, parse_catalog)
 from tests.servers.stripe_server import StripeServer
 from tests.support import METERLINE, SECRET, Server, cli, spans_request, token, wait_for_trace_context
 
@@ -352,7 +355,7 @@ def test_stripe_sync_reports_a_meter_it_cannot_use(install: Install) -> None:
 
 
 def test_tiered_schedules_become_tiered_prices() -> None:
-    """The stand-in has no tiered prices, so this checks the parameters against Stripe's API shape."""
+    """The parameters alone; the sync tests below send them to the stand-in and read them back."""
     usd = Currency("usd", 2)
     graduated = Charge("tokens", "activity_variable", "input_tokens",
                        Graduated((Tier(100_000_000, Decimal("4.50")), Tier(None, Decimal("4.00"), Decimal("1.50"))),
@@ -365,6 +368,146 @@ def test_tiered_schedules_become_tiered_prices() -> None:
     assert price_terms(usd, volume)["tiers_mode"] == "volume"
     assert price_terms(usd, volume)["tiers"][0] == {"up_to": 50, "unit_amount_decimal": "29900",
                                                     "flat_amount_decimal": "0"}
+
+
+def test_a_flat_fee_in_fractions_of_a_cent_is_refused_before_stripe_is_asked() -> None:
+    """flat_amount_decimal "accepts a decimal value representing an integer in the minor units of
+    the currency" (unit amounts take 12 decimals, flat amounts do not)."""
+    half_cent = Charge("calls", "activity_variable", "tool_calls",
+                       Graduated((Tier(10, Decimal("0.001"), Decimal("0.005")), Tier(None, Decimal("0.001")))), "t")
+    with pytest.raises(UnpriceableCharge, match=r"tier 1 flat_fee: 0\.5 minor units is not a whole number"):
+        price_terms(Currency("usd", 2), half_cent)
+    whole_yen = Charge("calls", "activity_variable", "tool_calls",
+                       Volume((Tier(10, Decimal("0.5"), Decimal("30")), Tier(None, Decimal("0.25")))), "t")
+    assert [t["flat_amount_decimal"] for t in price_terms(Currency("jpy", 0), whole_yen)["tiers"]] == ["30", "0"]
+    assert [t["unit_amount_decimal"] for t in price_terms(Currency("jpy", 0), whole_yen)["tiers"]] == ["0.5", "0.25"]
+
+
+SHIPPED = DEFAULT_PATH.read_text(encoding="utf-8")
+
+
+def billed_reference_plans(text: str) -> str:
+    """The shipped catalog with each reference plan `[models.T.M]` billed as plan `T_M`: the
+    shipped billed plans tier graduated only, volume schedules are in the reference plans."""
+    return re.sub(r"^\[\[models\.(\w+)\.(\w+)\.charges\]\]$", r"[[plans.\1_\2.charges]]", text, flags=re.M)
+
+
+def sync_json(install: Install, config: Path, code: int = 0) -> list[dict[str, Any]]:
+    result = install.meterline("stripe", "sync", "--format", "json", config=config, db=False, check=False)
+    assert result.returncode == code, result.stdout + result.stderr
+    return json.loads(result.stdout)
+
+
+def price_of(client: stripe.StripeClient, lookup_key: str) -> stripe.Price:
+    [price] = client.v1.prices.list(params={"lookup_keys": [lookup_key], "expand": ["data.tiers"]}).data
+    return price
+
+
+def tiers_of(price: stripe.Price) -> list[tuple[int | None, Decimal, Decimal]]:
+    """(up_to, cents per raw unit, flat cents) of each tier, as Stripe reads them back."""
+    rows_ = [(t.up_to, t.unit_amount_decimal, t.flat_amount_decimal) for t in price.tiers]
+    assert all(isinstance(amount, Decimal) for _, unit, flat in rows_ for amount in (unit, flat))  # no floats
+    return rows_
+
+
+def check_prices(client: stripe.StripeClient, catalog: Catalog, namespace: str = "mltest") -> Counter[str]:
+    """Every billed charge has one monthly metered price on its meter that bills exactly what the
+    catalog says, in cents per raw meter unit; counts the schedules seen."""
+    meters = {m.event_name: m.id for m in client.v1.billing.meters.list(params={"limit": 100}).auto_paging_iter()}
+    minor = Decimal(10) ** catalog.currency.minor_units
+    seen: Counter[str] = Counter()
+    for tier, plan in catalog.plans.items():
+        for charge in plan.charges:
+            key = f"{namespace}_{tier}_{charge.name}"
+            price = price_of(client, key)
+            assert (price.product, price.currency, price.active) == (key, catalog.currency.code, True)
+            assert (price.recurring.interval, price.recurring.usage_type, price.recurring.meter) == \
+                ("month", "metered", meters[charge.stripe_meter]), key
+            match charge.schedule:
+                case Graduated(tiers, per) | Volume(tiers, per):
+                    mode = "graduated" if isinstance(charge.schedule, Graduated) else "volume"
+                    assert (price.billing_scheme, price.tiers_mode) == ("tiered", mode), key
+                    assert (price.unit_amount_decimal, price.transform_quantity) == (None, None), key
+                    assert tiers_of(price) == [(t.up_to, t.unit_price * minor / per, t.flat_fee * minor)
+                                               for t in tiers], key
+                    seen[mode] += 1
+                case Flat(unit_price, per):
+                    assert (price.billing_scheme, price.tiers_mode, price.tiers) == ("per_unit", None, None), key
+                    assert price.unit_amount_decimal == unit_price * minor / per and price.transform_quantity is None
+                    seen["flat"] += 1
+                case Package(size, package_price):
+                    assert (price.billing_scheme, price.unit_amount_decimal) == ("per_unit", package_price * minor)
+                    assert (price.transform_quantity.divide_by, price.transform_quantity.round) == (size, "up")
+                    seen["package"] += 1
+    return seen
+
+
+def test_stripe_sync_sets_up_the_shipped_catalog_then_finds_it(install: Install) -> None:
+    config = install.config(catalog=SHIPPED)
+    catalog = load_catalog(DEFAULT_PATH)
+    charges = [charge for plan in catalog.plans.values() for charge in plan.charges]
+    assert (len({c.stripe_meter for c in charges}), len(charges)) == (7, 9)
+
+    first = sync_json(install, config)
+    assert Counter((i["kind"], i["action"]) for i in first) == {
+        ("meter", "created"): 7, ("product", "created"): 9, ("price", "created"): 9}
+    client = stripe.StripeClient(KEY, base_addresses={"api": install.stripe.url})
+    assert check_prices(client, catalog) == {"flat": 4, "package": 1, "graduated": 4}
+    # the catalog's own numbers: $4.50 / $4.00 / $3.50 per 1M tokens = 0.00045 / 0.0004 / 0.00035 cents
+    # a token; up_to 100M and 1B tokens, then inf; $0.50 / $0.40 per workflow = 50 / 40 cents
+    assert tiers_of(price_of(client, "mltest_premium_input_tokens")) == [
+        (100_000_000, Decimal("0.00045"), 0), (1_000_000_000, Decimal("0.0004"), 0), (None, Decimal("0.00035"), 0)]
+    assert tiers_of(price_of(client, "mltest_enterprise_workflows")) == [(10_000, 50, 0), (None, 40, 0)]
+    assert price_of(client, "mltest_premium_output_tokens").tiers[2].unit_amount_decimal == Decimal("0.00175")
+
+    requests_before = len(install.stripe.requests)
+    again = sync_json(install, config)
+    assert {i["action"] for i in again} == {"exists"}
+    assert [(i["kind"], i["name"], i["stripe_id"]) for i in again] == \
+        [(i["kind"], i["name"], i["stripe_id"]) for i in first]
+    assert [r.path for r in install.stripe.requests[requests_before:] if r.method == "POST"] == []
+    assert len(client.v1.prices.list(params={"limit": 100}).data) == 9
+
+
+def test_stripe_sync_prices_the_shipped_volume_schedules(install: Install) -> None:
+    """The shipped billed plans tier graduated only; the reference plans (finance's what-ifs, never
+    synced as such) hold the volume schedules, so bill them as plans to sync those too."""
+    text = billed_reference_plans(SHIPPED)
+    catalog = parse_catalog(tomllib.loads(text))
+    assert len(catalog.plans) == 3 + 12 and not catalog.reference_plans
+    config = install.config(catalog=text)
+
+    first = sync_json(install, config)
+    assert {i["action"] for i in first} == {"created"} and len(first) == 7 + 2 * 30
+    client = stripe.StripeClient(KEY, base_addresses={"api": install.stripe.url})
+    assert check_prices(client, catalog) == {"flat": 17, "package": 1, "graduated": 9, "volume": 3}
+    agents = price_of(client, "mltest_enterprise_activity_fixed_agents")  # $299 / $249 / $199 an agent
+    assert agents.tiers_mode == "volume"
+    assert tiers_of(agents) == [(50, 29900, 0), (200, 24900, 0), (None, 19900, 0)]
+    tokens = price_of(client, "mltest_enterprise_activity_variable_input_tokens")  # $4 then $3 per 1M
+    assert (tokens.tiers_mode, tiers_of(tokens)) == ("volume", [(1_000_000_000, Decimal("0.0004"), 0),
+                                                                (None, Decimal("0.0003"), 0)])
+    assert {i["action"] for i in sync_json(install, config)} == {"exists"}
+
+
+def test_stripe_sync_reports_a_flat_fee_stripe_cannot_hold(install: Install) -> None:
+    odd = CATALOG + """
+[plans.odd]
+[[plans.odd.charges]]
+name = "calls"
+model = "activity_variable"
+meter = "tool_calls"
+schedule = "graduated"
+tiers = [{ up_to = 10, unit_price = "0.01", flat_fee = "0.005" }, { unit_price = "0.01" }]
+stripe_meter = "t_tool_calls"
+"""
+    items = sync_json(install, install.config(catalog=odd), code=1)
+    [failed] = [i for i in items if i["action"] == "failed"]
+    assert (failed["kind"], failed["name"]) == ("price", "mltest_odd_calls")
+    assert "tier 1 flat_fee: 0.5 minor units is not a whole number" in failed["detail"]
+    assert Counter(i["action"] for i in items) == {"created": 6 + 8 + 7, "failed": 1}  # the odd product is made
+    client = stripe.StripeClient(KEY, base_addresses={"api": install.stripe.url})
+    assert client.v1.prices.list(params={"lookup_keys": ["mltest_odd_calls"]}).data == []
 
 
 # -- bill ----------------------------------------------------------------------------------------

@@ -508,3 +508,231 @@ def test_lost_reply_then_resend_under_a_new_key_hits_the_identifier(
     with pytest.raises(stripe.InvalidRequestError, match="already exists with identifier lost-2"):
         send(client, customer, "3", identifier="lost-2")
     assert stripe_server.totals() == {(customer, EVENT): 3}
+
+
+# -- tiered prices ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def metered(client: stripe.StripeClient) -> dict[str, Any]:
+    """Create-price params for a product billed monthly on a sum meter (no amounts yet)."""
+    meter = client.v1.billing.meters.create(
+        params={
+            "display_name": "Tokens",
+            "event_name": EVENT,
+            "default_aggregation": {"formula": "sum"},
+        }
+    )
+    product = client.v1.products.create(params={"name": "Tokens"})
+    return {
+        "product": product.id,
+        "currency": "usd",
+        "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id},
+    }
+
+
+GRADUATED: dict[str, Any] = {
+    "billing_scheme": "tiered",
+    "tiers_mode": "graduated",
+    "tiers": [
+        {"up_to": 100_000_000, "unit_amount_decimal": "0.00045", "flat_amount_decimal": "0"},
+        {"up_to": 1_000_000_000, "unit_amount_decimal": "0.0004", "flat_amount": 500},
+        {"up_to": "inf", "unit_amount": 3},
+    ],
+}
+
+
+def tier_rows(price: stripe.Price) -> list[tuple[Any, ...]]:
+    return [
+        (t.up_to, t.unit_amount, t.unit_amount_decimal, t.flat_amount, t.flat_amount_decimal)
+        for t in price.tiers
+    ]
+
+
+def test_tiered_price_keeps_its_tiers_and_shows_them_only_when_expanded(
+    client: stripe.StripeClient, metered: dict[str, Any]
+) -> None:
+    price = client.v1.prices.create(params={**metered, **GRADUATED, "lookup_key": "tokens"})
+    assert (price.billing_scheme, price.tiers_mode, price.type) == (
+        "tiered",
+        "graduated",
+        "recurring",
+    )
+    # "Only set if billing_scheme=per_unit"; tiers is includable: absent unless expanded
+    assert (price.unit_amount, price.unit_amount_decimal, price.transform_quantity) == (
+        None,
+        None,
+        None,
+    )
+    assert "tiers" not in price
+    assert "tiers" not in client.v1.prices.retrieve(price.id)
+    assert "tiers" not in client.v1.prices.list(params={"lookup_keys": ["tokens"]}).data[0]
+
+    expanded = client.v1.prices.retrieve(price.id, params={"expand": ["tiers"]})
+    assert tier_rows(expanded) == [
+        (100_000_000, None, Decimal("0.00045"), 0, Decimal("0")),
+        (1_000_000_000, None, Decimal("0.0004"), 500, Decimal("500")),
+        (None, 3, Decimal("3"), None, None),  # up_to "inf" reads back as null
+    ]
+    assert all(isinstance(row[2], Decimal) for row in tier_rows(expanded))  # never a float
+    listed = client.v1.prices.list(params={"lookup_keys": ["tokens"], "expand": ["data.tiers"]})
+    assert tier_rows(listed.data[0]) == tier_rows(expanded)
+    created = client.v1.prices.create(
+        params={**metered, **GRADUATED, "tiers_mode": "volume", "expand": ["tiers"]}
+    )
+    assert created.tiers_mode == "volume" and tier_rows(created) == tier_rows(expanded)
+
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.prices.list(params={"expand": ["tiers"]})
+    assert caught.value.user_message == (
+        "This property cannot be expanded (tiers). "
+        "You may want to try expanding 'data.tiers' instead."
+    )
+
+
+def test_per_unit_price_still_takes_a_unit_amount(
+    client: stripe.StripeClient, metered: dict[str, Any]
+) -> None:
+    price = client.v1.prices.create(params={**metered, "unit_amount_decimal": "0.0003"})
+    assert (price.billing_scheme, price.tiers_mode) == ("per_unit", None)
+    assert price.unit_amount_decimal == Decimal("0.0003") and "tiers" not in price
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.prices.create(params=metered)
+    assert (caught.value.code, caught.value.param) == ("parameter_missing", "unit_amount")
+
+
+def _without(params: dict[str, Any], name: str) -> dict[str, Any]:
+    return {key: value for key, value in params.items() if key != name}
+
+
+def _tier(index: int, **fields: Any) -> dict[str, Any]:
+    """GRADUATED with tier `index` replaced by `fields`."""
+    tiers = [dict(t) for t in GRADUATED["tiers"]]
+    tiers[index] = fields
+    return {**GRADUATED, "tiers": tiers}
+
+
+def _up_tos(*up_tos: Any) -> dict[str, Any]:
+    return {**GRADUATED, "tiers": [{"up_to": u, "unit_amount": 1} for u in up_tos]}
+
+
+REFUSED_TIERED = {
+    # required fields
+    "no tiers_mode": (
+        _without(GRADUATED, "tiers_mode"),
+        "tiers_mode",
+        "Missing required param: tiers_mode.",
+    ),
+    "no tiers": (_without(GRADUATED, "tiers"), "tiers", "Missing required param: tiers."),
+    "bad tiers_mode": ({**GRADUATED, "tiers_mode": "stairs"}, "tiers_mode", "Invalid tiers_mode"),
+    "no up_to": (
+        _tier(1, unit_amount=2),
+        "tiers[1][up_to]",
+        "Missing required param: tiers[1][up_to].",
+    ),
+    "no amount": (
+        _tier(0, up_to=10),
+        "amount",
+        "An entry in the tiers array is missing an amount.",
+    ),
+    "bad up_to": (
+        _tier(0, up_to="lots", unit_amount=1),
+        "tiers[0][up_to]",
+        "Invalid integer: lots",
+    ),
+    "unknown tier field": (
+        _tier(0, up_to=10, amount=5),
+        "tiers[0][amount]",
+        "Received unknown parameter: tiers[0][amount]",
+    ),
+    # mutual exclusions
+    "unit_amount and its decimal": (
+        _tier(0, up_to=10, unit_amount=1, unit_amount_decimal="1.5"),
+        "tiers[0][unit_amount]",
+        "You may only specify one of these parameters: unit_amount, unit_amount_decimal.",
+    ),
+    "flat_amount and its decimal": (
+        _tier(0, up_to=10, flat_amount=1, flat_amount_decimal="1"),
+        "tiers[0][flat_amount]",
+        "You may only specify one of these parameters: flat_amount, flat_amount_decimal.",
+    ),
+    "tiers with transform_quantity": (
+        {**GRADUATED, "transform_quantity": {"divide_by": 1000, "round": "up"}},
+        "tiers",
+        "You may only specify one of these parameters: tiers, transform_quantity.",
+    ),
+    "top-level unit_amount": (
+        {**GRADUATED, "unit_amount": 5},
+        "unit_amount",
+        "billing_scheme=tiered",
+    ),
+    "top-level unit_amount_decimal": (
+        {**GRADUATED, "unit_amount_decimal": "5"},
+        "unit_amount_decimal",
+        "billing_scheme=tiered",
+    ),
+    "tiers on a per_unit price": (
+        {**_without(GRADUATED, "billing_scheme"), "unit_amount": 5},
+        "tiers",
+        "billing_scheme=tiered",
+    ),
+    # amounts
+    "fractional flat amount": (
+        _tier(0, up_to=10, unit_amount=1, flat_amount_decimal="0.5"),
+        "tiers[0][flat_amount_decimal]",
+        "whole number",
+    ),
+    "13 decimal places": (
+        _tier(0, up_to=10, unit_amount_decimal="0.0000000000001"),
+        "tiers[0][unit_amount_decimal]",
+        "Invalid decimal",
+    ),
+    "negative unit amount": (
+        _tier(0, up_to=10, unit_amount=-1),
+        "tiers[0][unit_amount]",
+        "at least 0",
+    ),
+    # up_to boundaries: strictly increasing, exactly the last one inf
+    "last tier bounded": (
+        _up_tos(10, 20),
+        "tiers[1][up_to]",
+        "the last tier must have `up_to=inf`",
+    ),
+    "inf before the last": (_up_tos("inf", 10, "inf"), "tiers[0][up_to]", "only the last tier"),
+    "up_to not increasing": (_up_tos(10, 10, "inf"), "tiers[1][up_to]", "increasing order"),
+    "up_to zero": (_up_tos(0, "inf"), "tiers[0][up_to]", "positive integer"),
+}
+
+
+@pytest.mark.parametrize(
+    ("params", "param", "message"), REFUSED_TIERED.values(), ids=REFUSED_TIERED
+)
+def test_tiered_price_refusals(
+    stripe_server: StripeServer,
+    client: stripe.StripeClient,
+    metered: dict[str, Any],
+    params: dict[str, Any],
+    param: str,
+    message: str,
+) -> None:
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.prices.create(params={**metered, **params})
+    error = caught.value.json_body["error"]
+    assert caught.value.http_status == 400 and error["type"] == "invalid_request_error"
+    assert error["param"] == param and message in error["message"]
+    if message.startswith("Missing required param"):
+        assert error["code"] == "parameter_missing"
+    assert client.v1.prices.list().data == []
+
+
+def test_a_lone_inf_tier_and_a_flat_only_tier_are_prices(
+    client: stripe.StripeClient, metered: dict[str, Any]
+) -> None:
+    single = client.v1.prices.create(
+        params={**metered, **_up_tos("inf"), "tiers_mode": "volume", "expand": ["tiers"]}
+    )
+    assert [t.up_to for t in single.tiers] == [None]
+    flat_only = client.v1.prices.create(
+        params={**metered, **_tier(0, up_to=10, flat_amount_decimal="1200"), "expand": ["tiers"]}
+    )
+    assert tier_rows(flat_only)[0] == (10, None, None, 1200, Decimal("1200"))

@@ -10,8 +10,10 @@ It speaks Stripe's wire contract: Bearer secret keys, form-encoded v1 bodies, JS
 Stripe's object and error shapes, Idempotency-Key replay, meter-event validation, identifier
 dedupe, the one-call-per-(customer, meter) concurrency limit and v2 meter event streams.
 Customers, products, prices and meters are kept just well enough for a billing job to set
-itself up. Where a reply is our assumption rather than documented or observed Stripe
-behaviour, a comment says so.
+itself up; prices are per-unit or tiered (graduated / volume, validated as Stripe does), and a
+price's `tiers` are in a reply only when expanded (`expand[]=tiers`, `data.tiers` on a list).
+Where a reply is our assumption rather than documented or observed Stripe behaviour, a comment
+says so.
 
 Test controls (fail_next, drop_next_replies, set_time, ...) are plain methods on StripeServer,
 never HTTP routes, so nothing here can be mistaken for Stripe's API.
@@ -48,6 +50,9 @@ MAX_STREAM_EVENTS = 100
 MAX_IDENTIFIER_LENGTH = 100
 MAX_VALUE_DIGITS = 15  # API 2026-04-22.dahlia: longer values get a 400
 DEFAULT_API_VERSION = "2026-10-28.endive"  # stripe-python 16's pinned version
+# Price fields this stand-in expands (Stripe can expand more, e.g. currency_options).
+PRICE_EXPANDABLE = {"tiers", "product"}
+TIER_FIELDS = {"up_to", "unit_amount", "unit_amount_decimal", "flat_amount", "flat_amount_decimal"}
 
 RATE_LIMIT_MESSAGE = (
     "Testmode request rate limit exceeded, the rate limits in testmode are lower than livemode. "
@@ -597,30 +602,38 @@ class StripeServer:
         }
 
     def _create_price(self, call: _Call) -> dict[str, Any]:
+        """POST /v1/prices: per-unit or tiered (graduated / volume) prices."""
         params = _allow(
             call.params,
             "product", "currency", "unit_amount", "unit_amount_decimal", "lookup_key",
             "transfer_lookup_key", "nickname", "metadata", "active", "billing_scheme",
-            "tax_behavior", "expand",
+            "tax_behavior", "tiers", "tiers_mode", "expand",
             recurring={"interval", "interval_count", "usage_type", "meter"},
             transform_quantity={"divide_by", "round"},
         )  # fmt: skip
+        expand = _expand(params, PRICE_EXPANDABLE)
         currency = _required(params, "currency").lower()
         product = _required(params, "product")
-        _enum(params.get("billing_scheme", "per_unit"), "billing_scheme", ("per_unit",))
-        unit_amount = _integer(params.get("unit_amount"), "unit_amount")
-        decimal = params.get("unit_amount_decimal")
-        if unit_amount is not None and decimal is not None:
-            raise _bad_param(
-                "You may only specify one of these parameters: unit_amount, unit_amount_decimal.",
-                "unit_amount_decimal",
-            )
-        if unit_amount is None and decimal is None:
-            raise _missing_param("unit_amount")
-        if decimal is not None:
-            amount = _decimal(decimal, "unit_amount_decimal")
-            decimal = format(amount, "f")
-            unit_amount = int(amount) if amount == amount.to_integral_value() else None
+        scheme = _enum(
+            params.get("billing_scheme", "per_unit"), "billing_scheme", ("per_unit", "tiered")
+        )
+        tiers: list[dict[str, Any]] | None = None
+        tiers_mode: str | None = None
+        unit_amount: int | None = None
+        decimal: str | None = None
+        if scheme == "tiered":
+            tiers_mode, tiers = _tiered(params)
+        else:
+            for name in ("tiers", "tiers_mode"):
+                if name in params:
+                    # Documented: tiers "requires billing_scheme to be set to tiered" (and
+                    # tiers_mode only means something with them). Assumption: the wording.
+                    raise _bad_param(
+                        f"`{name}` can only be used with `billing_scheme=tiered`.", name
+                    )
+            unit_amount, decimal = _amount(params, "unit_amount", "", whole=False)
+            if unit_amount is None and decimal is None:
+                raise _missing_param("unit_amount")
         recurring = _recurring(params)
         transform = _transform_quantity(params)
         lookup_key = params.get("lookup_key")
@@ -645,7 +658,7 @@ class StripeServer:
                 "id": _new_id("price"),
                 "object": "price",
                 "active": _boolean(params, "active", default=True),
-                "billing_scheme": "per_unit",
+                "billing_scheme": scheme,
                 "created": self.now(),
                 "currency": currency,
                 "custom_unit_amount": None,
@@ -656,17 +669,22 @@ class StripeServer:
                 "product": product,
                 "recurring": recurring,
                 "tax_behavior": params.get("tax_behavior", "unspecified"),
-                "tiers_mode": None,
+                "tiers": tiers,
+                "tiers_mode": tiers_mode,
                 "transform_quantity": transform,
                 "type": "recurring" if recurring else "one_time",
+                # "Only set if billing_scheme=per_unit" (Price object reference).
                 "unit_amount": unit_amount,
-                "unit_amount_decimal": decimal if decimal is not None else str(unit_amount),
+                "unit_amount_decimal": decimal,
             }
             self._prices[price["id"]] = price
-        return price
+            return self._render_price(price, expand)
 
     def _retrieve_price(self, call: _Call, price_id: str) -> dict[str, Any]:
-        return _find(self._prices, price_id, "price")
+        params = _allow(call.params, "expand")
+        expand = _expand(params, PRICE_EXPANDABLE)
+        with self._lock:
+            return self._render_price(_find(self._prices, price_id, "price"), expand)
 
     def _list_prices(self, call: _Call) -> dict[str, Any]:
         params = _allow(
@@ -679,6 +697,13 @@ class StripeServer:
             "starting_after",
             "expand",
         )
+        # A list's objects are expanded through `data.`: Stripe answers `expand[]=tiers` on a
+        # list with "This property cannot be expanded (tiers). You may want to try expanding
+        # 'data.tiers' instead" (observed, stripe/stripe-node#1007).
+        expand = {
+            path.removeprefix("data.")
+            for path in _expand(params, {"data." + name for name in PRICE_EXPANDABLE})
+        }
         lookup_keys = params.get("lookup_keys")
         if lookup_keys is not None and not isinstance(lookup_keys, list):
             raise _bad_param("Invalid array", "lookup_keys")
@@ -693,8 +718,19 @@ class StripeServer:
             )
 
         with self._lock:
-            items = [p for p in self._prices.values() if wanted(p)]
+            items = [self._render_price(p, expand) for p in self._prices.values() if wanted(p)]
         return _page(params, items, "/v1/prices", "price")
+
+    def _render_price(self, price: dict[str, Any], expand: set[str]) -> dict[str, Any]:
+        """A Price as Stripe answers it; lock held. `tiers` is an includable field: "not
+        included by default. To include it in the response, expand the `tiers` field" (Price
+        object reference); it is absent, not null, otherwise."""
+        rendered = copy.deepcopy(price)
+        if "tiers" not in expand:
+            del rendered["tiers"]
+        if "product" in expand:
+            rendered["product"] = copy.deepcopy(self._products[price["product"]])
+        return rendered
 
     # -- billing meters ------------------------------------------------------------------------
 
@@ -1276,6 +1312,148 @@ def _transform_quantity(params: dict[str, Any]) -> dict[str, Any] | None:
         ("down", "up"),
     )
     return {"divide_by": divide_by, "round": rounding}
+
+
+def _expand(params: dict[str, Any], expandable: set[str]) -> set[str]:
+    """The `expand[]` paths asked for; Stripe refuses a path it cannot expand."""
+    raw = params.get("expand")
+    if raw is None:
+        return set()
+    if not isinstance(raw, list):
+        raise _bad_param("Invalid array", "expand")
+    for path in raw:
+        if path not in expandable:
+            hint = (
+                f" You may want to try expanding 'data.{path}' instead."
+                if f"data.{path}" in expandable
+                else ""
+            )
+            # Observed wording (stripe/stripe-node#1007); the stand-in expands only the paths
+            # in `expandable`, a subset of what Stripe can expand.
+            raise _invalid(f"This property cannot be expanded ({path}).{hint}")
+    return set(raw)
+
+
+def _amount(
+    params: dict[str, Any], name: str, where: str, *, whole: bool
+) -> tuple[int | None, str | None]:
+    """`name` / `name_decimal` (at most one), as (integer if whole, decimal string).
+
+    Both None when neither is given. `whole` refuses a decimal with a fraction:
+    flat_amount_decimal "accepts a decimal value representing an integer in the minor units
+    of the currency" (PriceCreateParams.Tier), unlike unit_amount_decimal, which takes up to
+    12 decimal places.
+    """
+    integer_name = f"{where}[{name}]" if where else name
+    decimal_name = f"{where}[{name}_decimal]" if where else f"{name}_decimal"
+    integer = _integer(params.get(name), integer_name)
+    raw = params.get(f"{name}_decimal")
+    if raw == "":
+        raw = None
+    if integer is not None and raw is not None:
+        # Observed: "You may only specify one of these parameters: unit_amount,
+        # unit_amount_decimal." with param tiers[0][unit_amount] for a tier (terraform-provider-
+        # stripe#10). Top level: the param this server always named (unit_amount_decimal).
+        raise _bad_param(
+            f"You may only specify one of these parameters: {name}, {name}_decimal.",
+            integer_name if where else decimal_name,
+        )
+    if integer is not None:
+        if integer < 0:  # Assumption: the wording.
+            raise _bad_param(f"Invalid {integer_name}: must be at least 0", integer_name)
+        return integer, str(integer)
+    if raw is None:
+        return None, None
+    amount = _decimal(raw, decimal_name)
+    if amount < 0:  # Assumption: the wording.
+        raise _bad_param(f"Invalid {decimal_name}: must be at least 0", decimal_name)
+    integral = amount == amount.to_integral_value()
+    if whole and not integral:  # Assumption: the wording.
+        raise _bad_param(
+            f"Invalid {decimal_name}: must be a whole number of the currency's minor unit, "
+            f"got {raw}",
+            decimal_name,
+        )
+    return (int(amount) if integral else None), format(amount, "f")
+
+
+def _tiered(params: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """tiers_mode and the stored tiers of a `billing_scheme=tiered` price."""
+    for name in ("unit_amount", "unit_amount_decimal"):
+        if name in params:
+            # Documented: unit_amount is required "unless billing_scheme=tiered", and a Price's
+            # unit_amount is "Only set if billing_scheme=per_unit". Assumption: the wording.
+            raise _bad_param(
+                f"`{name}` cannot be used with `billing_scheme=tiered`: price each tier.", name
+            )
+    if "transform_quantity" in params and "tiers" in params:
+        # Observed: param tiers (tierrun/node-sdk#15); documented: transform_quantity
+        # "Cannot be combined with `tiers`".
+        raise _bad_param(
+            "You may only specify one of these parameters: tiers, transform_quantity.", "tiers"
+        )
+    mode = params.get("tiers_mode")
+    if not mode:
+        raise _missing_param("tiers_mode")
+    mode = _enum(mode, "tiers_mode", ("graduated", "volume"))
+    raw = params.get("tiers")
+    if raw is None or raw == "":
+        raise _missing_param("tiers")
+    if not isinstance(raw, list):
+        raise _bad_param("Invalid array", "tiers")
+    tiers: list[dict[str, Any]] = []
+    for index, tier in enumerate(raw):
+        where = f"tiers[{index}]"
+        if not isinstance(tier, dict):
+            raise _bad_param("Invalid hash", where)  # observed: stripe/stripe-python#496
+        for inner in tier:
+            if inner not in TIER_FIELDS:
+                full = f"{where}[{inner}]"
+                raise _bad_param(f"Received unknown parameter: {full}", full, "parameter_unknown")
+        up_to_raw = tier.get("up_to")
+        if up_to_raw is None or up_to_raw == "":
+            # Observed: "Missing required param: tiers[2][up_to]." (stripe/stripe-python#428).
+            raise _missing_param(f"{where}[up_to]")
+        up_to = None if up_to_raw == "inf" else _integer(up_to_raw, f"{where}[up_to]")
+        if up_to is not None and up_to < 1:  # Assumption: the wording.
+            raise _bad_param(
+                f"Invalid {where}[up_to]: must be a positive integer or `inf`", f"{where}[up_to]"
+            )
+        unit_amount, unit_decimal = _amount(tier, "unit_amount", where, whole=False)
+        flat_amount, flat_decimal = _amount(tier, "flat_amount", where, whole=True)
+        if unit_decimal is None and flat_decimal is None:
+            # Observed wording and param (georgegebbett/pulumi-stripe#1,
+            # lukasaron/terraform-provider-stripe#45).
+            raise _bad_param("An entry in the tiers array is missing an amount.", "amount")
+        tiers.append(
+            {
+                "flat_amount": flat_amount,
+                "flat_amount_decimal": flat_decimal,
+                "unit_amount": unit_amount,
+                "unit_amount_decimal": unit_decimal,
+                "up_to": up_to,
+            }
+        )
+    # "Use `inf` to define a fallback tier"; each tier's lower bound is the previous up_to + 1.
+    # Stripe insists on the fallback (tierrun/tier#267 adds one "to satisfy Stripe").
+    # Assumption: the wording of these three refusals.
+    previous = 0
+    for index, tier in enumerate(tiers):
+        last = index == len(tiers) - 1
+        where = f"tiers[{index}][up_to]"
+        if tier["up_to"] is None and not last:
+            raise _bad_param(f"Invalid {where}: only the last tier can have `up_to=inf`", where)
+        if tier["up_to"] is not None and last:
+            raise _bad_param(f"Invalid {where}: the last tier must have `up_to=inf`", where)
+        if tier["up_to"] is not None:
+            if tier["up_to"] <= previous:
+                raise _bad_param(
+                    f"Invalid {where}: tiers must be in increasing order of `up_to`, got "
+                    f"{tier['up_to']} after {previous}",
+                    where,
+                )
+            previous = tier["up_to"]
+    return mode, tiers
 
 
 def _stream_event(index: int, event: Any, now: int) -> tuple[str, dict[str, Any], str, int]:
