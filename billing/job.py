@@ -29,6 +29,8 @@ from billing.preflight import open_gate
 from billing.settings import BillingSection, StripeSection
 from billing.stripe_api import RetryPolicy, connect, describe
 from billing.summary import RunSummary
+from enrich.context import settle
+from enrich.features import FeatureRules
 from enrich.tenants import list_tenants
 from metering.meters import Period
 from meterline.config import Config
@@ -87,6 +89,8 @@ def _plan(store: Store, config: Config, namespace: str, period: Period, ledger: 
           summary: RunSummary) -> tuple[list[MeterEvent], list[InFlight]]:
     """The new events this run means to send, and the rows earlier runs left in flight."""
     catalog = catalog_for(config)
+    if not settle(store, FeatureRules(config.features)):
+        raise BillingRefused("trace context is still settling on the running collector; try again shortly")
     report = usage_report(build_meterer(store, config), catalog, Period.between(period.start, summary.through))
     targets = billing_targets(report, {t.tenant_id: t for t in list_tenants(store)}, catalog)
     state = ledger.state(period.label)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import time
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -20,6 +21,9 @@ SPAN_KINDS = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUM
 STATUS_CODES = ("UNSET", "OK", "ERROR")
 _ZERO_TRACE = bytes(16)
 _ZERO_SPAN = bytes(8)
+_MAX_NANOS = 2**63 - 1  # the store keeps nanoseconds in BIGINT
+FUTURE_TOLERANCE_NS = 3600 * 10**9  # agents' clocks drift; a span dated later than this is refused
+SPAN_OVERHEAD_BYTES = 256  # what a queued span costs beyond its JSON text, roughly
 
 
 def any_value(value: AnyValue) -> Any:
@@ -54,7 +58,9 @@ def to_json(value: Any) -> str:
 def decode_traces(request: ExportTraceServiceRequest, principal: Principal) -> SpanBatch:
     batch = SpanBatch(principal=principal, spans=[])
     spans = batch.spans
-    bad_ids = missing_time = 0
+    bad_ids = missing_time = bad_time = 0
+    latest_start = time.time_ns() + FUTURE_TOLERANCE_NS
+    size = 0
     for resource_spans in request.resource_spans:
         resource = attributes_dict(resource_spans.resource.attributes)
         resource_json = to_json(resource)
@@ -74,6 +80,9 @@ def decode_traces(request: ExportTraceServiceRequest, principal: Principal) -> S
                     continue
                 if not span.start_time_unix_nano:
                     missing_time += 1
+                    continue
+                if span.start_time_unix_nano > latest_start or span.end_time_unix_nano > _MAX_NANOS:
+                    bad_time += 1
                     continue
                 record = SpanRecord()
                 record.trace_id = trace_id.hex()
@@ -97,6 +106,7 @@ def decode_traces(request: ExportTraceServiceRequest, principal: Principal) -> S
                 record.attributes_json = to_json(attributes)
                 record.events_json = _events_json(span.events) if span.events else None
                 record.links_json = _links_json(span.links) if span.links else None
+                size += len(record.attributes_json) + len(record.events_json or "") + SPAN_OVERHEAD_BYTES
                 spans.append(record)
     if bad_ids:
         batch.reject(
@@ -107,6 +117,12 @@ def decode_traces(request: ExportTraceServiceRequest, principal: Principal) -> S
         batch.reject(
             "missing_start_time", missing_time, f"{missing_time} span(s) rejected: start_time_unix_nano is 0"
         )
+    if bad_time:
+        batch.reject(
+            "invalid_timestamp", bad_time,
+            f"{bad_time} span(s) rejected: start time more than an hour in the future, or end time out of range",
+        )
+    batch.size_bytes = size
     return batch
 
 

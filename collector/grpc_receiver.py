@@ -1,7 +1,8 @@
 """OTLP/gRPC receiver: the Trace, Metrics and Logs services' Export methods, on raw bytes.
 
 Requests are handed over undecoded so both protocols share one decode path. gRPC itself
-enforces the size limit (RESOURCE_EXHAUSTED) and handles gzip.
+enforces the size limit (RESOURCE_EXHAUSTED) and handles gzip; at most 64 calls are in flight
+(more get RESOURCE_EXHAUSTED from gRPC), which bounds the memory messages can hold.
 """
 
 from __future__ import annotations
@@ -22,7 +23,13 @@ def _handler(service: IngestService, signal: str):
     async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         authorization = next((value for key, value in context.invocation_metadata() or () if key == "authorization"), None)
         try:
-            response = await service.export(signal, request, "protobuf", authorization)
+            principal = await service.authenticate(authorization)
+            try:
+                with service.admitted(len(request)):
+                    response = await service.export(signal, request, "protobuf", principal)
+            except IngestError as error:
+                error.tenant_id = principal.tenant_id
+                raise
         except IngestError as error:
             service.record_refusal(signal, error)
             await context.abort(
@@ -36,7 +43,7 @@ def _handler(service: IngestService, signal: str):
 
 
 async def start_grpc_server(service: IngestService, host: str, port: int, max_request_bytes: int) -> tuple[grpc.aio.Server, int]:
-    server = grpc.aio.server(options=[
+    server = grpc.aio.server(maximum_concurrent_rpcs=64, options=[
         ("grpc.max_receive_message_length", max_request_bytes),
         ("grpc.so_reuseport", 0),
     ])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from collector.errors import IngestError, Kind, rpc_status
-from collector.otlp import CONTENT_TYPES, PROTOBUF_TYPE, Encoding, decompress, encode, media_encoding
+from collector.otlp import CONTENT_TYPES, PROTOBUF_TYPE, Encoding, encode, media_encoding
 from collector.service import IngestService
 
 _MEDIA_TYPE = {encoding: media for media, encoding in CONTENT_TYPES.items()}
@@ -26,9 +26,16 @@ class HttpReceiver:
                 if request.method != "POST":
                     raise IngestError(Kind.METHOD_NOT_ALLOWED, f"{request.method} is not allowed; OTLP uses POST")
                 encoding = media_encoding(request.headers.get("Content-Type"))
-                raw = await self._read_body(request)
-                body = decompress(raw, request.headers.get("Content-Encoding"), self.max_request_bytes)
-                response = await self.service.export(signal, body, encoding, request.headers.get("Authorization"))
+                # Who is asking is known from the headers: refuse strangers before reading a byte.
+                principal = await self.service.authenticate(request.headers.get("Authorization"))
+                try:
+                    with self.service.admitted(self._size_hint(request)):
+                        body = await self._read_body(request)
+                        response = await self.service.export(
+                            signal, body, encoding, principal, request.headers.get("Content-Encoding"))
+                except IngestError as error:
+                    error.tenant_id = principal.tenant_id
+                    raise
             except IngestError as error:
                 self.service.record_refusal(signal, error)
                 return error_response(error, encoding)
@@ -36,11 +43,16 @@ class HttpReceiver:
 
         return handle
 
-    async def _read_body(self, request: web.Request) -> bytes:
-        """Read at most the limit; a compressed body can't be larger than its decompressed limit."""
+    def _size_hint(self, request: web.Request) -> int:
+        """Bytes to reserve for reading this body: its declared length, or the limit when chunked."""
         limit = self.max_request_bytes
         if request.content_length is not None and request.content_length > limit:
             raise IngestError(Kind.TOO_LARGE, f"request body of {request.content_length} bytes exceeds the {limit}-byte limit")
+        return request.content_length if request.content_length is not None else limit
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        """Read at most the limit; a compressed body can't be larger than its decompressed limit."""
+        limit = self.max_request_bytes
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.content.iter_chunked(1 << 16):

@@ -121,8 +121,8 @@ def parse(body: bytes, encoding: Encoding, message_type: type[M]) -> M:
             raise ValueError("top level must be an object")
         _hex_ids_to_base64(document)
         json_format.ParseDict(document, message, ignore_unknown_fields=True)
-    except (ValueError, json_format.ParseError) as exc:
-        raise IngestError(Kind.INVALID, f"body is not valid OTLP/JSON: {exc}") from None
+    except (ValueError, RecursionError, json_format.ParseError) as exc:
+        raise IngestError(Kind.INVALID, f"body is not valid OTLP/JSON: {type(exc).__name__}: {exc}"[:500]) from None
     return message
 
 

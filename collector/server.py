@@ -67,11 +67,12 @@ def build_collector(config: Config) -> Collector:
     writer = SpanWriter(
         store,
         max_queued_spans=config.server.queue_max_spans,
+        max_queued_bytes=config.server.queue_max_bytes,
         retry_after=config.server.retry_after_seconds,
-        tick=resolver.maybe_run,
     )
     service = IngestService(
         authenticator, registry, pipeline, writer,
+        max_request_bytes=config.server.max_request_bytes,
         max_inflight_bytes=4 * config.server.max_request_bytes,
         retry_after=config.server.retry_after_seconds,
     )
@@ -90,6 +91,7 @@ async def serve(collector: Collector) -> None:
     server = config.server
     warn_if_unauthenticated(config.auth.mode)
     collector.writer.start()
+    collector.resolver.start()
 
     http_app = web.Application(client_max_size=server.max_request_bytes)
     http_app.add_routes(HttpReceiver(collector.service, server.max_request_bytes).routes())
@@ -125,11 +127,15 @@ async def serve(collector: Collector) -> None:
         stop.set()
         await grpc_server.stop(grace=5)
         await http_runner.cleanup()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for task, outcome in zip(collector.background, await asyncio.gather(*tasks, return_exceptions=True)):
+            if isinstance(outcome, BaseException):
+                log.error("background task %s failed", type(task).__name__, exc_info=outcome)
         collector.writer.stop()
         collector.service.shutdown()
-        with suppress(Exception):
-            collector.resolver.run()
+        try:
+            collector.resolver.stop()
+        except Exception:  # recomputed from the watermark at the next start
+            log.exception("final trace-context pass failed")
         await admin_runner.cleanup()
         with suppress(FileNotFoundError):
             sidecar.unlink()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Iterator
 
 from google.protobuf.message import Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -15,7 +17,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 
 from collector.decode import decode_traces
 from collector.errors import IngestError, Kind
-from collector.otlp import SIGNALS, Encoding, parse
+from collector.otlp import SIGNALS, Encoding, decompress, parse
 from collector.writer import SpanWriter
 from enrich.auth import Authenticator
 from enrich.batch import Principal, SpanBatch
@@ -32,6 +34,7 @@ class IngestService:
         registry: TenantRegistry,
         pipeline: EnrichPipeline,
         writer: SpanWriter,
+        max_request_bytes: int,
         max_inflight_bytes: int,
         retry_after: int,
         workers: int = 2,
@@ -40,6 +43,7 @@ class IngestService:
         self.registry = registry
         self.pipeline = pipeline
         self.writer = writer
+        self.max_request_bytes = max_request_bytes
         self.max_inflight_bytes = max_inflight_bytes
         self.retry_after = retry_after
         self._inflight_bytes = 0
@@ -52,36 +56,48 @@ class IngestService:
             return Principal(tenant_id=None)
         return Principal(tenant_id=tenant_id, tier=self.registry.require_active(tenant_id).tier)
 
-    async def export(self, signal: str, body: bytes, encoding: Encoding, authorization: str | None) -> Message:
-        tenant_id: str | None = None
+    async def authenticate(self, authorization: str | None) -> Principal:
+        """`principal()` off the event loop: a JWKS fetch or a registry reload may block."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.principal, authorization)
+
+    @contextmanager
+    def admitted(self, size: int) -> Iterator[None]:
+        """Reserve `size` bytes of request bodies in flight, or refuse retryably (503) past the bound."""
+        if self._inflight_bytes and self._inflight_bytes + size > self.max_inflight_bytes:
+            raise IngestError(Kind.OVERLOADED, "too many request bytes in flight; retry later", self.retry_after)
+        self._inflight_bytes += size
         try:
-            principal = self.principal(authorization)
-            tenant_id = principal.tenant_id
-            if self._inflight_bytes and self._inflight_bytes + len(body) > self.max_inflight_bytes:
-                raise IngestError(Kind.OVERLOADED, "too many requests in flight; retry later", self.retry_after)
-            self._inflight_bytes += len(body)
-            try:
-                loop = asyncio.get_running_loop()
-                if signal != "traces":
-                    return await loop.run_in_executor(self._executor, self._drop_signal, signal, body, encoding)
-                batch = await loop.run_in_executor(self._executor, self._prepare, body, encoding, principal)
-            finally:
-                self._inflight_bytes -= len(body)
+            yield
+        finally:
+            self._inflight_bytes -= size
+
+    async def export(self, signal: str, body: bytes, encoding: Encoding, principal: Principal,
+                     content_encoding: str | None = None) -> Message:
+        """Decompress, decode and enrich in the executor, then wait for the commit."""
+        try:
+            loop = asyncio.get_running_loop()
+            if signal != "traces":
+                return await loop.run_in_executor(
+                    self._executor, self._drop_signal, signal, body, encoding, content_encoding)
+            batch = await loop.run_in_executor(
+                self._executor, self._prepare, body, encoding, content_encoding, principal)
             if batch.spans:
                 await asyncio.wrap_future(self.writer.submit(batch))
             else:
                 for reason, count in batch.rejected.items():
-                    self.writer.count_rejection("traces", reason, tenant_id, count)
+                    self.writer.count_rejection("traces", reason, principal.tenant_id, count)
             return self._trace_response(batch)
         except IngestError as error:
-            error.tenant_id = tenant_id
+            error.tenant_id = principal.tenant_id
             raise
 
     def record_refusal(self, signal: str, error: IngestError) -> None:
         """Count a refused request under its reason; receivers call this once per refusal."""
         self.writer.count_rejection(signal, error.kind.reason, error.tenant_id, 0)
 
-    def _prepare(self, body: bytes, encoding: Encoding, principal: Principal) -> SpanBatch:
+    def _prepare(self, body: bytes, encoding: Encoding, content_encoding: str | None,
+                 principal: Principal) -> SpanBatch:
+        body = decompress(body, content_encoding, self.max_request_bytes)
         request = parse(body, encoding, SIGNALS["traces"][0])
         return self.pipeline.process(decode_traces(request, principal))
 
@@ -94,9 +110,9 @@ class IngestService:
             response.partial_success.error_message = "; ".join(batch.messages)[:MAX_MESSAGE_CHARS]
         return response
 
-    def _drop_signal(self, signal: str, body: bytes, encoding: Encoding) -> Message:
+    def _drop_signal(self, signal: str, body: bytes, encoding: Encoding, content_encoding: str | None) -> Message:
         """Metrics and logs are accepted (exporters sending all signals keep working) but not stored."""
-        request = parse(body, encoding, SIGNALS[signal][0])
+        request = parse(decompress(body, content_encoding, self.max_request_bytes), encoding, SIGNALS[signal][0])
         response = SIGNALS[signal][1]()
         if isinstance(request, ExportMetricsServiceRequest):
             points = sum(

@@ -3,19 +3,19 @@
 Receivers `submit()` an enriched batch and wait on the returned future; it completes only after
 the batch's spans are committed to DuckDB (whose WAL is synced on commit), so an acknowledged
 span survives a kill -9. Batches queued together are written in one transaction (group commit).
-When more than `max_queued_spans` wait, `submit()` refuses with a retryable OVERLOADED error
-instead of letting memory grow.
+When more than `max_queued_spans` spans or `max_queued_bytes` bytes wait, `submit()` refuses with
+a retryable OVERLOADED error instead of letting memory grow.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from contextlib import suppress
 from collections import Counter, deque
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from datetime import datetime, timezone
 from operator import attrgetter
-from typing import Callable
 
 import pyarrow as pa
 
@@ -69,19 +69,18 @@ class SpanWriter:
         self,
         store: LocalStore,
         max_queued_spans: int,
+        max_queued_bytes: int = 256 * 1024 * 1024,
         retry_after: int = 1,
-        tick: Callable[[], None] | None = None,
-        tick_seconds: float = 1.0,
         max_group_spans: int = 100_000,
     ) -> None:
         self.store = store
         self.max_queued_spans = max_queued_spans
+        self.max_queued_bytes = max_queued_bytes
         self.retry_after = retry_after
-        self.tick = tick
-        self.tick_seconds = tick_seconds
         self.max_group_spans = max_group_spans
         self._queue: deque[tuple[SpanBatch, Future[None]]] = deque()
         self._queued_spans = 0
+        self._queued_bytes = 0
         self._rejections: Counter[RejectionKey] = Counter()
         self._rejected_items: Counter[RejectionKey] = Counter()
         self._cond = threading.Condition()
@@ -101,7 +100,8 @@ class SpanWriter:
         with self._cond:
             if self._stopping:
                 raise IngestError(Kind.OVERLOADED, "collector is shutting down", self.retry_after)
-            if self._queued_spans and self._queued_spans + size > self.max_queued_spans:
+            if self._queued_spans and (self._queued_spans + size > self.max_queued_spans
+                                       or self._queued_bytes + batch.size_bytes > self.max_queued_bytes):
                 raise IngestError(
                     Kind.OVERLOADED,
                     f"ingest queue is full ({self._queued_spans} spans waiting to be written); retry later",
@@ -109,6 +109,7 @@ class SpanWriter:
                 )
             self._queue.append((batch, future))
             self._queued_spans += size
+            self._queued_bytes += batch.size_bytes
             self._cond.notify()
         return future
 
@@ -134,26 +135,28 @@ class SpanWriter:
     def _run(self) -> None:
         while True:
             with self._cond:
-                if not self._queue and not self._rejections and not self._stopping:
-                    self._cond.wait(timeout=self.tick_seconds)
+                while not self._queue and not self._rejections and not self._stopping:
+                    self._cond.wait()
                 group: list[tuple[SpanBatch, Future[None]]] = []
-                spans = 0
+                spans = size_bytes = 0
                 while self._queue and (not group or spans + len(self._queue[0][0].spans) <= self.max_group_spans):
                     batch, future = self._queue.popleft()
                     group.append((batch, future))
                     spans += len(batch.spans)
+                    size_bytes += batch.size_bytes
                 rejections, rejected_items = self._rejections, self._rejected_items
                 self._rejections, self._rejected_items = Counter(), Counter()
                 stop_now = self._stopping and not self._queue
             if group or rejections:
-                self._write(group, rejections, rejected_items)
+                try:
+                    self._write(group, rejections, rejected_items)
+                except Exception:  # never let one write kill the only writer: fail its waiters, go on
+                    log.exception("writing %d batch(es) failed", len(group))
+                    for _, future in group:
+                        _settle(future, IngestError(Kind.INTERNAL, "the store could not write this batch"))
                 with self._cond:
                     self._queued_spans -= spans
-            if self.tick is not None:
-                try:
-                    self.tick()
-                except Exception:  # derived work (trace context); retried on the next tick
-                    log.exception("writer tick failed")
+                    self._queued_bytes -= size_bytes
             if stop_now:
                 return
 
@@ -163,24 +166,22 @@ class SpanWriter:
         rejections: Counter[RejectionKey],
         rejected_items: Counter[RejectionKey],
     ) -> None:
-        for batch, _ in group:
-            for reason, count in batch.rejected.items():
-                key = ("traces", reason, batch.principal.tenant_id or "")
-                rejections[key] += 1
-                rejected_items[key] += count
         try:
             self._commit([batch for batch, _ in group], rejections, rejected_items)
         except StoreError:
-            if len(group) == 1:
-                log.exception("writing a batch of %d spans failed", len(group[0][0].spans))
-                group[0][1].set_exception(IngestError(Kind.INTERNAL, "the store could not write this batch"))
-                return
-            # One bad batch must not sink the others: write them one by one.
-            for item in group:
-                self._write([item], Counter(), Counter())
+            if len(group) <= 1:
+                raise
+            # One bad batch must not sink the others: write them one by one (the counters go with the first).
+            self._write(group[:1], rejections, rejected_items)
+            for item in group[1:]:
+                try:
+                    self._write([item], Counter(), Counter())
+                except StoreError:
+                    log.exception("writing a batch of %d spans failed", len(item[0].spans))
+                    _settle(item[1], IngestError(Kind.INTERNAL, "the store could not write this batch"))
             return
         for _, future in group:
-            future.set_result(None)
+            _settle(future)
 
     def _commit(
         self,
@@ -190,6 +191,12 @@ class SpanWriter:
     ) -> None:
         """One transaction: every batch's spans in a single INSERT, plus the refusal counters."""
         minute = datetime.now(timezone.utc).replace(second=0, microsecond=0, tzinfo=None)
+        rejections, rejected_items = rejections.copy(), rejected_items.copy()
+        for batch in batches:
+            for reason, count in batch.rejected.items():
+                key = ("traces", reason, batch.principal.tenant_id or "")
+                rejections[key] += 1
+                rejected_items[key] += count
         steps: list[tuple[str, list[object]]] = [
             (UPSERT_REJECTIONS, [minute, signal, reason, tenant, count, rejected_items[(signal, reason, tenant)]])
             for (signal, reason, tenant), count in rejections.items()
@@ -203,7 +210,8 @@ class SpanWriter:
                 cursor.execute(sql, params)
             cursor.execute("COMMIT")
         except Exception as exc:
-            cursor.execute("ROLLBACK")
+            with suppress(Exception):  # a failed commit may have ended the transaction already
+                cursor.execute("ROLLBACK")
             raise StoreError(str(exc)) from exc
         self.committed_spans += inserted
 
@@ -224,3 +232,14 @@ class SpanWriter:
             cursor.unregister("incoming")  # type: ignore[attr-defined]
         return int(result[0]) if result else 0
 
+
+def _settle(future: Future[None], error: IngestError | None = None) -> None:
+    """Complete a waiter unless its request was cancelled meanwhile (a gRPC deadline, a client gone):
+    its spans are committed all the same, and a retry is deduplicated."""
+    try:
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+    except InvalidStateError:
+        pass

@@ -22,6 +22,7 @@ from meterline.config import Config, ConfigError
 log = logging.getLogger(__name__)
 
 HMAC_ALGORITHMS = ("HS256",)
+MIN_SECRET_BYTES = 32  # RFC 7518 section 3.2: an HS256 key at least as long as the hash
 PUBLIC_KEY_ALGORITHMS = ("RS256", "ES256")
 
 
@@ -44,7 +45,15 @@ class Authenticator:
             except (OSError, jwt.PyJWTError) as exc:
                 raise ConfigError(f"auth.jwks_file: cannot load {auth.jwks_file}: {exc}") from None
         if auth.jwks_url:
-            self.jwks_client = jwt.PyJWKClient(auth.jwks_url, cache_keys=True, lifespan=300)
+            # The key SET is cached for 5 minutes; per-kid key caching is off, or a key the identity
+            # provider has revoked would keep verifying until restart.
+            self.jwks_client = jwt.PyJWKClient(auth.jwks_url, cache_jwk_set=True, cache_keys=False, lifespan=300)
+        if self.secret and len(self.secret.encode()) < MIN_SECRET_BYTES:
+            raise ConfigError(f"the HS256 secret is {len(self.secret.encode())} bytes; use at least {MIN_SECRET_BYTES} "
+                              "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
+        if (self.jwks or self.jwks_client) and not (self.issuer or self.audience):
+            log.warning("JWKS keys are configured without auth.issuer or auth.audience: any token those keys "
+                        "sign is accepted, including ones issued to other applications of the same provider")
         if not (self.secret or self.jwks or self.jwks_client):
             raise ConfigError(
                 "auth mode 'jwt' needs a key: set METERLINE_JWT_SECRET (HS256), or auth.jwt_secret, "

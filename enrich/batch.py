@@ -51,6 +51,7 @@ class SpanBatch:
     principal: Principal
     spans: list[SpanRecord]
     rejected: Counter[str] = field(default_factory=Counter)  # reason -> spans refused
+    size_bytes: int = 0  # roughly what the batch holds in memory while queued (for the queue's bound)
     messages: list[str] = field(default_factory=list)  # human-readable, for partial_success
 
     def reject(self, reason: str, count: int, message: str) -> None:

@@ -12,9 +12,12 @@ Children end before their parents, so an exporter usually sends a `chat` span be
   carries billable usage: an LLM span with usage stops being billable as soon as an LLM
   descendant with usage is known. Agent spans, which repeat totals, are never billable.
 
-This runs in the writer thread after commits (at most every `interval` seconds) over the traces
-that gained spans since a watermark kept in `meta`, and only ever fills NULLs or clears
-`billable`. Both are safe to apply late: an ancestor found later is still the nearest one,
+This runs in a thread of its own (every `interval` seconds, so ingest never waits for it) over
+the traces that gained spans since a watermark kept in `meta`, and only ever fills NULLs or clears
+`billable`. It updates rows the writer never touches again (the writer only inserts), so the two
+never conflict. A trace of more than `max_trace_spans` spans is left as ingested (its LLM spans
+keep their provisional `billable`): re-reading it on every change would let one tenant's giant
+trace starve everyone's resolution, and only that tenant's own numbers are affected. Both are safe to apply late: an ancestor found later is still the nearest one,
 because the walk stops at the first missing link; and metering/billing read totals, not events,
 so a correction shows up as an exact delta on the next billing run.
 """
@@ -22,6 +25,7 @@ so a correction shows up as an exact delta on the next billing run.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -37,11 +41,14 @@ WATERMARK_KEY = "context.resolved_seq"
 TOUCHED_SPANS = """
 WITH touched AS (
     SELECT DISTINCT tenant_id, trace_id FROM spans WHERE ingest_seq > ? AND ingest_seq <= ?
+), bounded AS (
+    SELECT s.tenant_id, s.trace_id FROM spans s SEMI JOIN touched t ON s.tenant_id = t.tenant_id AND s.trace_id = t.trace_id
+    GROUP BY ALL HAVING count(*) <= ?
 )
 SELECT s.tenant_id, s.trace_id, s.span_id, s.parent_span_id, s.name, s.op_kind,
        s.agent_name, s.workflow_name, s.tool_name, s.feature, s.billable,
        (s.input_tokens IS NOT NULL OR s.output_tokens IS NOT NULL) AS has_usage
-FROM spans s SEMI JOIN touched t ON s.tenant_id = t.tenant_id AND s.trace_id = t.trace_id
+FROM spans s SEMI JOIN bounded t ON s.tenant_id = t.tenant_id AND s.trace_id = t.trace_id
 """
 
 APPLY_UPDATES = """
@@ -102,26 +109,41 @@ def resolve_trace(spans: list[dict[str, Any]], rules: FeatureRules) -> list[dict
 
 
 class ContextResolver:
-    def __init__(self, store: LocalStore, rules: FeatureRules, interval: float = 1.0) -> None:
+    def __init__(self, store: LocalStore, rules: FeatureRules, interval: float = 1.0,
+                 max_trace_spans: int = 50_000) -> None:
         self.store = store
         self.rules = rules
         self.interval = interval
-        self._last_run = 0.0
+        self.max_trace_spans = max_trace_spans
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="meterline-trace-context", daemon=True)
 
-    def maybe_run(self) -> None:
-        if time.monotonic() - self._last_run >= self.interval:
-            self.run()
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the loop, then resolve whatever the writer committed last."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.run()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.run()
+            except Exception:  # derived data: the watermark did not move, the next pass retries
+                log.exception("resolving trace context failed")
 
     def run(self) -> int:
         """Resolve every trace touched since the watermark; returns the number of spans updated."""
-        self._last_run = time.monotonic()
         cursor = self.store.cursor()
         row = cursor.execute("SELECT value FROM meta WHERE key = ?", [WATERMARK_KEY]).fetchone()
         low = int(row[0]) if row else 0
         high = cursor.execute("SELECT coalesce(max(ingest_seq), 0) FROM spans").fetchone()[0]
         if high <= low:
             return 0
-        spans = cursor.execute(TOUCHED_SPANS, [low, high]).to_arrow_table().to_pylist()
+        spans = cursor.execute(TOUCHED_SPANS, [low, high, self.max_trace_spans]).to_arrow_table().to_pylist()
         traces: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for span in spans:
             traces.setdefault((span["tenant_id"], span["trace_id"]), []).append(span)
@@ -161,3 +183,16 @@ def wait_until_resolved(store: Store, timeout: float = 30.0) -> bool:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.1)
+
+
+def settle(store: Store, rules: FeatureRules, timeout: float = 30.0) -> bool:
+    """Make trace context final before reading totals (usage, billing).
+
+    A process holding the file resolves it itself (the collector may have been killed before its
+    last pass); through a running collector, wait for its resolver. False if that timed out.
+    """
+    if isinstance(store, LocalStore):
+        if not store.read_only:
+            ContextResolver(store, rules).run()
+        return True
+    return wait_until_resolved(store, timeout)

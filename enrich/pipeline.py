@@ -54,4 +54,6 @@ class EnrichPipeline:
             if not batch.spans:
                 break
             batch = processor.process(batch)
+        for span in batch.spans:  # the queue holds spans until commit: keep the JSON, drop the dicts
+            span.attributes = span.resource = None
         return batch

@@ -44,9 +44,12 @@ class AdminApi:
         return await handler(request)
 
     async def _query(self, request: web.Request) -> web.Response:
-        body = await request.json()
         try:
-            table = await asyncio.to_thread(self.store.query, body["sql"], body.get("params", []))
+            body = await request.json()
+            sql, params = body["sql"], body.get("params", [])
+            table = await asyncio.to_thread(self.store.query, sql, params)
+        except (ValueError, KeyError, TypeError) as exc:
+            return web.json_response({"error": f"malformed admin request: {exc!r}"}, status=400)
         except StoreError as exc:
             return web.json_response({"error": str(exc)}, status=400)
         sink = pa.BufferOutputStream()
@@ -55,10 +58,12 @@ class AdminApi:
         return web.Response(body=sink.getvalue().to_pybytes(), content_type="application/vnd.apache.arrow.stream")
 
     async def _transaction(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        steps = [(sql, params) for sql, params in body["steps"]]
         try:
+            body = await request.json()
+            steps = [(sql, params) for sql, params in body["steps"]]
             await asyncio.to_thread(self.store.transaction, steps)
+        except (ValueError, KeyError, TypeError) as exc:
+            return web.json_response({"error": f"malformed admin request: {exc!r}"}, status=400)
         except StoreError as exc:
             return web.json_response({"error": str(exc)}, status=400)
         self.on_write()
@@ -67,7 +72,8 @@ class AdminApi:
     def write_sidecar(self, db_path: str, url: str) -> Path:
         path = sidecar_path(db_path)
         tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w") as handle:
             json.dump({"url": url, "token": self.token, "pid": os.getpid()}, handle)
         os.replace(tmp, path)

@@ -223,6 +223,8 @@ def _period(period: str | None, start: str | None, end: str | None):
 def usage(ctx: click.Context, period: str | None, start: str | None, end: str | None, tenant: str | None, fmt: str,
           compare_models: bool, catalog: str | None, db: str | None) -> None:
     """Usage, LLM cost, charges, total and margin per tenant for a period."""
+    from enrich.context import settle
+    from enrich.features import FeatureRules
     from pricing.catalog import CatalogError
     from pricing.report import build_meterer, catalog_for, render_csv, render_table, usage_report
 
@@ -234,7 +236,11 @@ def usage(ctx: click.Context, period: str | None, start: str | None, end: str | 
         plans = catalog_for(config)
     except CatalogError as exc:
         raise click.ClickException(f"plan catalog refused: {exc}") from None
-    report = usage_report(build_meterer(_store(ctx, db), config), plans, window, tenant, compare_models)
+    store = _store(ctx, db)
+    if not settle(store, FeatureRules(config.features)):
+        click.echo("warning: the running collector is still resolving trace context; totals may still move",
+                   err=True)
+    report = usage_report(build_meterer(store, config), plans, window, tenant, compare_models)
     if fmt == "json":
         click.echo(to_json(report))
     elif fmt == "csv":

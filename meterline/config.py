@@ -33,6 +33,7 @@ class ServerConfig:
     admin_port: int = 0  # loopback-only admin API for CLI commands; 0 picks a free port
     max_request_bytes: int = 16 * 1024 * 1024  # after decompression
     queue_max_spans: int = 200_000  # spans accepted but not yet committed; past it: 503
+    queue_max_bytes: int = 256 * 1024 * 1024  # the same bound in bytes of span data
     retry_after_seconds: int = 1
 
 

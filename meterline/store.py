@@ -65,6 +65,7 @@ class LocalStore:
 
     def __init__(self, path: str | os.PathLike[str], read_only: bool = False) -> None:
         self.path = str(path)
+        self.read_only = read_only
         try:
             self.connection = duckdb.connect(self.path, read_only=read_only)
         except duckdb.IOException as exc:

@@ -20,7 +20,7 @@ from metering.llm_cost import PriceTable
 from metering.meters import METERS, Meterer, Period
 from meterline.config import Config
 from meterline.store import Store
-from pricing.catalog import DEFAULT_PATH, MODELS, Catalog, Plan, UnknownTier, load_catalog
+from pricing.catalog import DEFAULT_PATH, MODELS, Catalog, CatalogError, Plan, UnknownTier, load_catalog
 from meterline.output import table, to_csv
 from pricing.rating import Rating, rate, round_amount
 
@@ -51,9 +51,16 @@ def _charges(rating: Rating) -> list[dict[str, Any]]:
     ]
 
 
+LLM_COST_CURRENCY = "usd"  # metering/model_prices.json is in USD
+FINANCE_ONLY = ("llm_cost", "unpriced_llm_calls", "margin", "models")  # not for the tenant's own eyes
+
+
 def usage_report(meterer: Meterer, catalog: Catalog, period: Period, tenant: str | None = None,
                  compare_models: bool = False) -> dict[str, Any]:
     currency = catalog.currency
+    if currency.code != LLM_COST_CURRENCY:
+        raise CatalogError(f"catalog: field 'currency': margins subtract LLM cost, which the model price table "
+                           f"gives in USD; a {currency.code.upper()} catalog would mix currencies (use usd)")
     tenants = []
     for tenant_id, tier, measured in _tenant_rows(meterer, period, tenant):
         usage = {meter: measured[meter] for meter in METERS}
@@ -77,6 +84,12 @@ def usage_report(meterer: Meterer, catalog: Catalog, period: Period, tenant: str
         tenants.append(entry)
     return {"period": period.label, "start": period.start.isoformat() + "Z", "end": period.end.isoformat() + "Z",
             "currency": currency.code, "tenants": tenants}
+
+
+def tenant_view(report: dict[str, Any]) -> dict[str, Any]:
+    """The report as a tenant may see it: its usage, charges and total, not our costs or margins."""
+    return {**report, "tenants": [{key: value for key, value in entry.items() if key not in FINANCE_ONLY}
+                                  for entry in report["tenants"]]}
 
 
 def _compare(catalog: Catalog, tier: str, plan: Plan, usage: dict[str, int], llm_cost: Decimal) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import threading
+import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -323,3 +324,77 @@ def test_cli_commands_work_while_serving(server: Server) -> None:
     assert report["spans"] == 5
     assert {t["tenant_id"]: t["spans"] for t in report["tenants"]} == {"acme": 4, "initech": 1}
     assert "acme" in cli("stats", db=server.db).stdout
+
+
+def test_cancelled_grpc_exports_do_not_stop_ingestion(server: Server) -> None:
+    """Clients whose deadline passes cancel their wait; the writer must carry on for everyone."""
+    metadata = (("authorization", f"Bearer {token('acme')}"),)
+    body = simple_request(n=1500, trace_byte=21).SerializeToString()
+    with grpc.insecure_channel(server.grpc) as channel:
+        export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            codes = list(pool.map(lambda _: _deadline_code(export, body, metadata), range(40)))
+        assert grpc.StatusCode.DEADLINE_EXCEEDED in codes, "no export hit its deadline: the test proves nothing"
+        export(simple_request(n=2, trace_byte=22).SerializeToString(), metadata=metadata, timeout=20)
+    assert post(server, simple_request(n=2, trace_byte=23).SerializeToString(), {**auth(), **PROTOBUF}).status_code == 200
+    assert {s["trace_id"][:2] for s in stored(server.db)} >= {"16", "17"}
+
+
+def _deadline_code(export, body: bytes, metadata) -> grpc.StatusCode:
+    try:
+        export(body, metadata=metadata, timeout=0.05)
+        return grpc.StatusCode.OK
+    except grpc.RpcError as error:
+        return error.code()
+
+
+def test_strangers_are_refused_before_their_body_is_read(server: Server) -> None:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+                     b"Content-Length: 16000000\r\n\r\n")  # promises 16 MB, sends none of it
+        assert sock.recv(200).startswith(b"HTTP/1.1 401")
+
+
+def test_spans_with_impossible_times_are_refused_alone(server: Server) -> None:
+    request = simple_request(n=3, trace_byte=24)
+    spans = request.resource_spans[0].scope_spans[0].spans
+    spans[0].start_time_unix_nano = spans[0].end_time_unix_nano = 2**64 - 1
+    spans[1].start_time_unix_nano = time.time_ns() + 2 * 3600 * 10**9  # two hours ahead
+    response = post(server, request.SerializeToString(), {**auth(), **PROTOBUF})
+    result = ExportTraceServiceResponse.FromString(response.content)
+    assert response.status_code == 200 and result.partial_success.rejected_spans == 2
+    assert "future" in result.partial_success.error_message
+    assert [s["span_id"] for s in stored(server.db)] == ["0000000000000003"]
+
+
+def test_deeply_nested_json_is_a_bad_request(server: Server) -> None:
+    body = b'{"resourceSpans": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    response = post(server, body, {**auth(), "Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert post(server, simple_request(n=1).SerializeToString(), {**auth(), **PROTOBUF}).status_code == 200
+
+
+def test_usage_after_a_crash_counts_each_model_call_once(db: Path) -> None:
+    """Killed before its resolver ran, the collector left two LLM spans marked billable for one call:
+    `meterline usage` settles trace context itself before it counts."""
+    from datetime import datetime
+
+    from tests.support import spans_request
+
+    cli("tenants", "add", "acme", "--tier", "basic", db=db)
+    call = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 1000,
+            "gen_ai.usage.output_tokens": 10}
+    at = datetime(2026, 11, 3, 12)
+    server = Server(db).start()
+    try:
+        request = spans_request([{"trace": 9, "id": 1, "name": "chat", "start": at, "attributes": call},
+                                 {"trace": 9, "id": 2, "parent": 1, "name": "chat gpt-4o", "start": at,
+                                  "kind": "CLIENT", "attributes": call}])
+        assert post(server, request.SerializeToString(), {**auth(), **PROTOBUF}).status_code == 200
+    finally:
+        server.kill()
+    report = json.loads(cli("usage", "--period", "2026-11", "--tenant", "acme", "--format", "json", db=db).stdout)
+    assert report["tenants"][0]["usage"]["input_tokens"] == 1000
+    assert report["tenants"][0]["usage"]["llm_calls"] == 1

@@ -173,8 +173,10 @@ def test_usage_endpoint_shows_a_tenant_only_its_own_usage(billed: Server) -> Non
 
     mine = get("acme", "period=2026-11")
     assert mine.status_code == 200
-    assert mine.json()["tenants"] == [t for t in usage_json(billed, "--period", "2026-11")["tenants"]
-                                      if t["tenant_id"] == "acme"]
+    finance = next(t for t in usage_json(billed, "--period", "2026-11")["tenants"] if t["tenant_id"] == "acme")
+    assert mine.json()["tenants"] == [{k: v for k, v in finance.items()
+                                       if k not in ("llm_cost", "unpriced_llm_calls", "margin")}]
+    assert "margin" not in mine.text and "llm_cost" not in mine.text
     assert [t["tenant_id"] for t in get("globex", "period=2026-11").json()["tenants"]] == ["globex"]
     assert get("acme", "period=2026-11&tenant=globex").status_code == 403
     assert get("acme", "period=2026-13").status_code == 400

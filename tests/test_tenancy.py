@@ -229,3 +229,8 @@ def test_jwks_url_keys(db: Path, tmp_path: Path) -> None:
             assert http_status(server, forged) == 401
     finally:
         jwks_server.shutdown()
+
+
+def test_a_short_hs256_secret_is_refused_at_start(db: Path) -> None:
+    result = cli("serve", "--db", str(db), "--http-port", "0", env={"METERLINE_JWT_SECRET": "short"}, check=False)
+    assert result.returncode != 0 and "at least 32" in result.stderr
