@@ -32,6 +32,12 @@ Precedence, applied the same way everywhere:
 
 Tokens are reported as the span reports them, including the invoke_agent span's running totals:
 choosing which spans to bill (leaf LLM spans only) belongs to metering, not here.
+A usable token count is a non-negative int, float (truncated) or numeric string of at most 10^9
+(`_MAX_COUNT`) per span: no model has a billion-token context, so a larger value is garbage and
+counts as absent (None), like a negative or non-numeric one. The bound also protects metering: it
+sums counts into BIGINT per tenant and period, and two spans near 2^63 (which the BIGINT column
+alone would accept) would overflow that sum and break `meterline usage` and billing for every
+tenant; at 10^9 per span it takes over 9 billion spans to reach 2^63.
 Hot path: dictionary lookups in constant tables only; a span without any GenAI key (HTTP, AWS SDK)
 skips most of them, and the model-id inference is cached.
 """
@@ -42,7 +48,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, Mapping
 
-_MAX_COUNT = 2**63 - 1  # the store keeps counts in BIGINT
+_MAX_COUNT = 10**9  # per span and count; anything larger is garbage (see the module docstring)
 
 _INPUT_TOKENS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
 _OUTPUT_TOKENS = (
@@ -268,7 +274,8 @@ def _kind(get: Callable[[str], Any]) -> tuple[str | None, str | None]:
 
 
 def _count(get: Callable[[str], Any], keys: tuple[str, ...]) -> int | None:
-    """First usable token count: a non-negative int, float (truncated) or numeric string."""
+    """First usable token count: a non-negative int, float (truncated) or numeric string, at most
+    _MAX_COUNT (10^9); a larger value is garbage and the search goes on."""
     for key in keys:
         value = get(key)
         if value is None:

@@ -12,9 +12,20 @@ Token rule (OTel GenAI semantic conventions, gen_ai.usage.*):
   is input - cache_read - cache_write, and cache reads are never priced twice.
 - `output_tokens` INCLUDES reasoning tokens (reasoning.output_tokens "SHOULD be included in
   gen_ai.usage.output_tokens"). Reasoning is priced at the reasoning rate, the rest at output.
-Providers that report cache tokens OUTSIDE input (Anthropic's own API; Bedrock Converse as
-Strands reports it) must be normalised to this rule before pricing; a count where the cache
-parts exceed the input is refused rather than guessed at.
+- The uncached input (input - cache_read - cache_write) and the plain output (output - reasoning)
+  are clamped at 0, so a call whose cache parts exceed its input (reasoning exceeds its output) is
+  priced for its cache (reasoning) tokens only. Why not refuse such counts: some instrumentations
+  report input EXCLUDING cache tokens (Anthropic's own API; Bedrock Converse as Strands reports
+  it), and span data is whatever a client sent. Pricing it must never raise (one odd span would
+  break `meterline usage` and billing for every tenant) and never go negative. The clamp is a
+  floor, not a correction: such a span's uncached input is unknown and is billed as 0; counts
+  should be normalised to the rule above before they reach the store.
+- A count that is None (the span did not report it, NULL in the store) counts as 0.
+
+`ModelPrice.cost` is THE definition of this rule. Metering evaluates the same rule in SQL over the
+store (`_COST` in metering/meters.py, for speed over millions of spans) and
+tests/test_metering_cost.py checks, for every model in the table and random token counts, that
+the two agree to the last decimal; the Langfuse exporter calls `ModelPrice.cost_parts`.
 
 Prices Langfuse does not list fall back: cache read and cache write to the input rate, reasoning
 to the output rate. A model with a large-context tier (e.g. prompts over 200K tokens) is priced
@@ -74,36 +85,43 @@ class ModelPrice:
     rates: Rates
     large_context: LargeContext | None = None
 
-    def cost(self, input_tokens: int = 0, output_tokens: int = 0, cache_read_tokens: int = 0,
-             cache_write_tokens: int = 0, reasoning_tokens: int = 0) -> Decimal:
-        """Exact USD for one call; token counts follow the rule in the module docstring."""
+    def cost(self, input_tokens: int | None = 0, output_tokens: int | None = 0, cache_read_tokens: int | None = 0,
+             cache_write_tokens: int | None = 0, reasoning_tokens: int | None = 0) -> Decimal:
+        """Exact USD for one call, unrounded; token counts follow the rule in the module docstring.
+
+        Any stored span's counts are accepted: None counts as 0, and cache tokens above the input
+        (reasoning above the output) clamp the uncached input (plain output) at 0 instead of
+        raising, exactly as metering's SQL does. Only a value that cannot be a token count at all
+        (negative, not an int, a bool) raises ValueError: that is a caller's bug, never span data
+        (enrich.genai stores non-negative ints or NULL).
+        """
+        with localcontext(_EXACT):
+            return sum(self.cost_parts(input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
+                                       reasoning_tokens).values(), Decimal(0))
+
+    def cost_parts(self, input_tokens: int | None = 0, output_tokens: int | None = 0,
+                   cache_read_tokens: int | None = 0, cache_write_tokens: int | None = 0,
+                   reasoning_tokens: int | None = 0) -> dict[str, Decimal]:
+        """`cost` split by rate: exact USD for "input" (uncached), "cache_read", "cache_write",
+        "output" (non-reasoning) and "reasoning"; the parts sum to `cost` exactly."""
         counts = {"input_tokens": input_tokens, "output_tokens": output_tokens,
                   "cache_read_tokens": cache_read_tokens, "cache_write_tokens": cache_write_tokens,
                   "reasoning_tokens": reasoning_tokens}
         for name, value in counts.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
-        if cache_read_tokens + cache_write_tokens > input_tokens:
-            raise ValueError(
-                f"cache_read_tokens ({cache_read_tokens}) + cache_write_tokens ({cache_write_tokens}) exceed "
-                f"input_tokens ({input_tokens}): input_tokens must include cached tokens (OTel GenAI semconv)"
-            )
-        if reasoning_tokens > output_tokens:
-            raise ValueError(
-                f"reasoning_tokens ({reasoning_tokens}) exceed output_tokens ({output_tokens}): "
-                "output_tokens must include reasoning tokens (OTel GenAI semconv)"
-            )
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"{name} must be a non-negative int or None, got {value!r}")
+        inp, out, cache_read, cache_write, reasoning = (value or 0 for value in counts.values())
         r = self.rates
-        if self.large_context and input_tokens > self.large_context.above_input_tokens:
-            r = self.large_context.rates
+        if self.large_context and inp > self.large_context.above_input_tokens:
+            r = self.large_context.rates  # the whole call, decided on the reported input
         with localcontext(_EXACT):
-            return (
-                (input_tokens - cache_read_tokens - cache_write_tokens) * r.input
-                + cache_read_tokens * r.cache_read
-                + cache_write_tokens * r.cache_write
-                + (output_tokens - reasoning_tokens) * r.output
-                + reasoning_tokens * r.reasoning
-            )
+            return {
+                "input": max(inp - cache_read - cache_write, 0) * r.input,
+                "cache_read": cache_read * r.cache_read,
+                "cache_write": cache_write * r.cache_write,
+                "output": max(out - reasoning, 0) * r.output,
+                "reasoning": reasoning * r.reasoning,
+            }
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +144,10 @@ class PriceTable:
     def price_for(self, model_id: str) -> ModelPrice | None:
         return self._lookup(model_id)
 
-    def cost(self, model_id: str, input_tokens: int = 0, output_tokens: int = 0, cache_read_tokens: int = 0,
-             cache_write_tokens: int = 0, reasoning_tokens: int = 0) -> Decimal:
+    def cost(self, model_id: str, input_tokens: int | None = 0, output_tokens: int | None = 0,
+             cache_read_tokens: int | None = 0, cache_write_tokens: int | None = 0,
+             reasoning_tokens: int | None = 0) -> Decimal:
+        """`ModelPrice.cost` of the model id's price; UnknownModel when the table has none."""
         price = self.price_for(model_id)
         if price is None:
             raise UnknownModel(f"no price for model {model_id!r}")

@@ -106,6 +106,10 @@ def _rates_rows(prices: dict[str, ModelPrice]) -> tuple[str, list[Any]]:
             "r_cache_read, r_cache_write, r_reasoning)"), params
 
 
+# One billable span's cost: the SQL twin of `ModelPrice.cost` (metering/llm_cost.py), which defines
+# the rule (NULL counts as 0; uncached input and plain output clamped at 0; rates of the span's
+# input-size bracket from _RATE_JOIN). Kept in SQL for speed over millions of spans;
+# tests/test_metering_cost.py checks it equals ModelPrice.cost exactly for every priced model.
 _COST = """
     greatest(coalesce(s.input_tokens, 0) - coalesce(s.cache_read_tokens, 0) - coalesce(s.cache_write_tokens, 0), 0) * r.r_input
     + coalesce(s.cache_read_tokens, 0) * r.r_cache_read

@@ -466,7 +466,14 @@ def test_provider_inferred_from_model_when_only_the_framework_is_known(model, pr
         (" 42 ", 42),
         ("42.0", 42),
         ("1e3", 1000),
-        (2**63 - 1, 2**63 - 1),
+        (10**9, 10**9),  # the per-span bound: no model has a billion-token context
+        (10**9 + 1, None),
+        (1e9, 10**9),
+        (1e9 + 1, None),
+        ("1000000000", 10**9),
+        ("1000000001", None),
+        ("1e10", None),
+        (2**63 - 1, None),  # fits BIGINT, but two of them would overflow metering's sum
         (2**63, None),
         (-1, None),
         ("-5", None),
@@ -487,6 +494,19 @@ def test_provider_inferred_from_model_when_only_the_framework_is_known(model, pr
 )
 def test_token_counts_are_coerced_or_ignored(value, expected):
     assert one("chat", {"gen_ai.usage.input_tokens": value}).input_tokens == expected
+
+
+def test_a_count_over_the_bound_defers_to_the_next_spelling():
+    attributes = {"gen_ai.usage.input_tokens": 2**63 - 1, "gen_ai.usage.prompt_tokens": 1200,
+                  "gen_ai.usage.output_tokens": "99999999999", "llm.token_count.completion": 80}
+    f = one("chat", attributes)
+    assert (f.input_tokens, f.output_tokens) == (1200, 80)
+
+
+def test_every_count_is_bounded():
+    keys = [key for field, keys in ALIASES.items() if field.endswith("_tokens") for key in keys]
+    f = one("chat", dict.fromkeys(keys, 10**9 + 1))
+    assert (f.input_tokens, f.output_tokens, f.cache_read_tokens, f.cache_write_tokens, f.reasoning_tokens) == (None,) * 5
 
 
 def test_absent_usage_is_none_not_zero():

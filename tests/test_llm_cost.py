@@ -132,15 +132,47 @@ def test_total_only_models_price_input_and_output_at_the_total_rate(table):
     assert table.cost("text-embedding-3-small", input_tokens=1_000_000) == D("0.02")
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"input_tokens": 100, "cache_read_tokens": 80, "cache_write_tokens": 30}, "must include cached tokens"),
-    ({"output_tokens": 10, "reasoning_tokens": 11}, "must include reasoning tokens"),
-    ({"input_tokens": -1}, "non-negative int"),
-    ({"output_tokens": 1.0}, "non-negative int"),
-    ({"input_tokens": True}, "non-negative int"),
+def test_cache_above_input_clamps_the_uncached_input_at_zero(table):
+    # Input reported WITHOUT its cache (Anthropic's API style): 100 input, 80 read, 30 written.
+    # Never raises, never negative: priced as the cache parts alone, as metering's SQL does.
+    gpt4o = table.price_for("gpt-4o")
+    cost = gpt4o.cost(input_tokens=100, cache_read_tokens=80, cache_write_tokens=30)
+    assert cost == 80 * D("0.00000125") + 30 * D("0.0000025") == D("0.000175")
+    assert gpt4o.cost_parts(input_tokens=100, cache_read_tokens=80, cache_write_tokens=30)["input"] == 0
+    assert gpt4o.cost(cache_read_tokens=10) == 10 * D("0.00000125")  # no input reported at all
+
+
+def test_reasoning_above_output_clamps_the_plain_output_at_zero(table):
+    o3 = table.price_for("o3")
+    assert o3.cost(output_tokens=10, reasoning_tokens=11) == 11 * o3.rates.reasoning
+    assert o3.cost_parts(output_tokens=10, reasoning_tokens=11)["output"] == 0
+
+
+def test_unreported_counts_are_zero(table):
+    price = table.price_for("claude-sonnet-4-5-20250929")
+    assert price.cost(None, None, None, None, None) == 0
+    assert price.cost(1_000, None, 200) == price.cost(1_000, 0, 200)
+    assert table.cost("gpt-4o", input_tokens=None, output_tokens=7) == 7 * D("0.00001")
+
+
+def test_cost_parts_sum_to_cost_exactly(table):
+    price = table.price_for("claude-sonnet-4-5-20250929")
+    args = (250_000, 4_000, 30_000, 5_000, 1_000)  # large-context tier: the whole call at its rates
+    parts = price.cost_parts(*args)
+    rates = price.large_context.rates
+    assert parts == {"input": 215_000 * rates.input, "cache_read": 30_000 * rates.cache_read,
+                     "cache_write": 5_000 * rates.cache_write, "output": 3_000 * rates.output,
+                     "reasoning": 1_000 * rates.reasoning}
+    assert sum(parts.values()) == price.cost(*args)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"input_tokens": -1}, {"cache_read_tokens": -5}, {"output_tokens": 1.0}, {"input_tokens": True},
+    {"reasoning_tokens": "3"},
 ])
-def test_cost_refuses_inconsistent_counts(table, kwargs, message):
-    with pytest.raises(ValueError, match=message):
+def test_cost_refuses_values_that_are_not_token_counts(table, kwargs):
+    # A caller's bug, never span data: enrich.genai stores non-negative ints or NULL.
+    with pytest.raises(ValueError, match="non-negative int or None"):
         table.cost("gpt-4o", **kwargs)
 
 

@@ -146,18 +146,21 @@ def usage_details(row: dict[str, Any]) -> str:
     return json.dumps({**parts, "total": sum(parts.values())}, separators=(",", ":"))
 
 
+# ModelPrice.cost_parts key -> Langfuse usage key.
+_COST_KEYS = {"input": "input", "cache_read": "input_cache_read", "cache_write": "input_cache_creation",
+              "output": "output", "reasoning": "output_reasoning"}
+
+
 def cost_details(row: dict[str, Any], price: ModelPrice) -> str:
-    """Exact USD per usage key and in total, as JSON numbers written from Decimals (no float)."""
-    input_tokens = row["input_tokens"] or 0
-    rates = price.rates
-    if price.large_context and input_tokens > price.large_context.above_input_tokens:
-        rates = price.large_context.rates
-    parts = usage_parts(row)
-    rate_of = {"input": rates.input, "input_cache_read": rates.cache_read, "input_cache_creation": rates.cache_write,
-               "output": rates.output, "output_reasoning": rates.reasoning}
+    """Exact USD per usage key and in total, as JSON numbers written from Decimals (no float).
+
+    The cost is `ModelPrice.cost_parts`, the one definition of a call's cost (metering's SQL is
+    tested against it), so the total is exactly what `meterline usage` bills for the span."""
+    parts = price.cost_parts(*(row[name] for name in _TOKENS))
+    reported = usage_parts(row)  # the same keys as usage_details: zero parts left out
+    costs = {key: parts[part] for part, key in _COST_KEYS.items() if key in reported}
     with localcontext(_EXACT):
-        costs = {key: tokens * rate_of[key] for key, tokens in parts.items()}
-        costs["total"] = sum(costs.values(), Decimal(0))
+        costs["total"] = sum(parts.values(), Decimal(0))
     return "{" + ",".join(f'"{key}":{_number(value)}' for key, value in costs.items()) + "}"
 
 
