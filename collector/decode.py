@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from enrich.batch import Principal, SpanBatch, SpanRecord
 
@@ -138,3 +138,25 @@ def _links_json(links: Any) -> str:
         {"trace_id": link.trace_id.hex(), "span_id": link.span_id.hex(), "attributes": attributes_dict(link.attributes)}
         for link in links
     ])
+
+
+def to_any_value(value: Any) -> AnyValue:
+    """A Python/JSON value -> AnyValue: the inverse of `any_value` (re-encoding stored attributes)."""
+    if isinstance(value, bool):
+        return AnyValue(bool_value=value)
+    if isinstance(value, int):
+        return AnyValue(int_value=value)
+    if isinstance(value, float):
+        return AnyValue(double_value=value)
+    result = AnyValue()
+    if isinstance(value, (list, tuple)):
+        result.array_value.values.extend(to_any_value(item) for item in value)
+    elif isinstance(value, dict):
+        result.kvlist_value.values.extend(key_values(value))
+    elif value is not None:
+        result.string_value = str(value)
+    return result
+
+
+def key_values(attributes: dict[str, Any]) -> list[KeyValue]:
+    return [KeyValue(key=key, value=to_any_value(value)) for key, value in attributes.items()]

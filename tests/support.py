@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
 
+from collector.decode import key_values
 from enrich.auth import issue_dev_token
 from meterline.process import CollectorProcess, free_port  # noqa: F401 (re-exported for tests)
 
@@ -44,28 +44,6 @@ class Server(CollectorProcess):
     def __init__(self, db: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         super().__init__(db, *extra, env={"METERLINE_JWT_SECRET": SECRET, **(env or {})},
                          log=db.with_suffix(".log"))
-
-
-def key_values(attributes: dict[str, Any]) -> list[KeyValue]:
-    return [KeyValue(key=key, value=any_value(value)) for key, value in attributes.items()]
-
-
-def any_value(value: Any) -> AnyValue:
-    if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    if isinstance(value, int):
-        return AnyValue(int_value=value)
-    if isinstance(value, float):
-        return AnyValue(double_value=value)
-    if isinstance(value, (list, tuple)):
-        result = AnyValue()
-        result.array_value.values.extend(any_value(v) for v in value)
-        return result
-    if isinstance(value, dict):
-        result = AnyValue()
-        result.kvlist_value.values.extend(key_values(value))
-        return result
-    return AnyValue(string_value=str(value))
 
 
 KINDS = {"UNSPECIFIED": 0, "INTERNAL": 1, "SERVER": 2, "CLIENT": 3, "PRODUCER": 4, "CONSUMER": 5}

@@ -27,10 +27,9 @@ from decimal import Context, Decimal, Inexact, localcontext
 from typing import Any, Iterable
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from collector.decode import SPAN_KINDS, STATUS_CODES
+from collector.decode import SPAN_KINDS, STATUS_CODES, key_values
 from metering.llm_cost import ModelPrice, PriceTable
 
 # The columns a span is rebuilt from (alias s).
@@ -192,23 +191,3 @@ def _client_tags(attributes: dict[str, Any]) -> list[str]:
     return tags
 
 
-def key_values(attributes: dict[str, Any]) -> list[KeyValue]:
-    return [KeyValue(key=key, value=any_value(value)) for key, value in attributes.items()]
-
-
-def any_value(value: Any) -> AnyValue:
-    """A stored JSON value -> AnyValue (the inverse of collector.decode.any_value)."""
-    if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    if isinstance(value, int):
-        return AnyValue(int_value=value)
-    if isinstance(value, float):
-        return AnyValue(double_value=value)
-    if isinstance(value, str):
-        return AnyValue(string_value=value)
-    result = AnyValue()
-    if isinstance(value, list):
-        result.array_value.values.extend(any_value(item) for item in value)
-    elif isinstance(value, dict):
-        result.kvlist_value.values.extend(key_values(value))
-    return result
