@@ -39,12 +39,9 @@ _ENVIRONMENT = re.compile(r"^(?!langfuse)[a-z0-9_-]{1,40}$")  # Langfuse's own r
 
 
 @dataclass(slots=True)
-class ProjectSection:
-    """One `[[langfuse.projects]]` table."""
+class ProjectKeys:
+    """Where a Langfuse project lives and how to reach it: the same keys for shared and dedicated projects."""
 
-    name: str
-    tenants: list[str] = field(default_factory=list)
-    tiers: list[str] = field(default_factory=list)
     host: str = ""
     public_key: str = ""
     public_key_env: str = ""
@@ -54,15 +51,18 @@ class ProjectSection:
 
 
 @dataclass(slots=True)
-class LangfuseSection:
+class ProjectSection(ProjectKeys):
+    """One `[[langfuse.projects]]` table."""
+
+    name: str = ""  # required: checked with the other project rules
+    tenants: list[str] = field(default_factory=list)
+    tiers: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class LangfuseSection(ProjectKeys):
     enabled: bool = True  # false: no export, even with LANGFUSE_* set
     environment: str = ""
-    host: str = ""
-    public_key: str = ""
-    public_key_env: str = ""
-    secret_key_env: str = ""
-    secret_key_file: str = ""
-    project_id: str = ""  # only for links from the dashboards to traces in Langfuse's UI
     projects: list[Any] = field(default_factory=list)
     batch_spans: int = 500  # spans read per cycle
     max_request_bytes: int = 4 * 1024 * 1024  # serialized, before gzip; larger batches are split
