@@ -18,9 +18,9 @@ def _config(ctx: click.Context) -> Config:
     return ctx.obj["config"]
 
 
-def _store(ctx: click.Context, db: str | None) -> Store:
+def _store(ctx: click.Context, db: str | None, create: bool = False) -> Store:
     try:
-        return open_store(db or _config(ctx).db)
+        return open_store(db or _config(ctx).db, create=create)
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -120,7 +120,7 @@ def tenants_add(ctx: click.Context, tenant_id: str, tier: str, stripe_customer: 
     from enrich.tenants import add_tenant
 
     try:
-        tenant = add_tenant(_store(ctx, db), tenant_id, tier, name=name, stripe_customer_id=stripe_customer)
+        tenant = add_tenant(_store(ctx, db, create=True), tenant_id, tier, name=name, stripe_customer_id=stripe_customer)
     except (ValueError, StoreError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"tenant {tenant.tenant_id}: tier {tenant.tier}, {tenant.status}"

@@ -156,12 +156,16 @@ class RemoteStore:
         self._client.close()
 
 
-def open_store(path: str | os.PathLike[str], read_only: bool = False) -> Store:
+def open_store(path: str | os.PathLike[str], read_only: bool = False, create: bool = False) -> Store:
     """Open the store for a CLI command: directly if free, else through the server holding it.
 
     `read_only` opens the file without taking the write lock from other readers (DuckDB still
-    refuses a writer while it is open, so readers should close it promptly).
+    refuses a writer while it is open, so readers should close it promptly). Without `create`, a
+    missing file is an error: a mistyped --db must not quietly report an empty store.
     """
+    if not create and not Path(path).exists():
+        raise StoreError(f"no Meterline store at {path}: check --db / METERLINE_DB, or create one with "
+                         "`meterline tenants add` or `meterline serve`")
     try:
         return LocalStore(path, read_only=read_only and Path(path).exists())
     except StoreLocked as locked:

@@ -410,4 +410,4 @@ def test_langfuse_config_is_checked_before_the_server_starts(db: Path, tmp_path:
     # The real server refuses to start, naming the variable and not a secret.
     result = cli("serve", "--config", str(path), db=db, check=False, env=NO_AMBIENT_LANGFUSE)
     assert result.returncode != 0 and "SILO_SECRET, which is not set" in result.stderr
-    assert json.loads(cli("stats", "--format", "json", db=db).stdout)["exports"] == []
+    assert not db.exists(), "the configuration is refused before the store is even opened"
