@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -15,7 +14,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
 
 from collector.decode import key_values
 from enrich.auth import issue_dev_token
-from meterline.process import CollectorProcess, free_port  # noqa: F401 (re-exported for tests)
+from meterline.process import CollectorProcess
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "data" / "agentcore"  # a copy of ../shared/fixtures/agentcore, with its licence

@@ -3,7 +3,6 @@ server that honours Langfuse's OTLP contract (tests/servers/langfuse_server.py).
 
 from __future__ import annotations
 
-import json
 import time
 from collections import defaultdict
 from datetime import datetime, timedelta
