@@ -30,7 +30,8 @@ from streamlit.testing.v1 import AppTest
 from dashboards import data, tables
 from metering.meters import Period
 from meterline.store import open_store, rows
-from tests.support import METERLINE, REPO, SECRET, Server, cli, free_port, wait_for_trace_context
+from meterline.process import free_port
+from tests.support import METERLINE, REPO, SECRET, Server, cli, wait_for_trace_context
 from tests.test_metering import CATALOG, send, traffic
 
 APP = REPO / "dashboards" / "app.py"
