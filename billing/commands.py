@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime
 
 import click
 
+from metering.meters import parse_instant
 from meterline.config import Config, ConfigError
 from meterline.output import table, to_json
 from meterline.store import StoreError, open_store
@@ -20,11 +21,10 @@ def _instant(text: str | None) -> datetime | None:
     if text is None:
         return None
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_instant(text)
     except ValueError:
         raise click.BadParameter(f"{text!r}: expected an ISO 8601 instant, e.g. 2026-11-21T10:00:00Z",
                                  param_hint="--through") from None
-    return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 @click.command()

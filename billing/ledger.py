@@ -28,7 +28,7 @@ from typing import Any
 from billing.deltas import Key, KeyState, MeterEvent
 from meterline.store import Step, Store, rows
 
-IN_FLIGHT = ("intended", "sent")
+_IN_FLIGHT = "status IN ('intended', 'sent')"  # rows Stripe may or may not hold yet
 _INSERT_CHUNK = 200
 _COLUMNS = ("identifier, run_id, period, tenant_id, stripe_customer_id, charge, event_name, value, cumulative, "
             "event_timestamp, status, error, created_at, updated_at")
@@ -92,8 +92,8 @@ class Ledger:
 
     def in_flight(self) -> list[InFlight]:
         """Rows of every period still intended or sent, oldest first."""
-        found = rows(self.store, """
-            SELECT * FROM billing_ledger WHERE status IN ('intended', 'sent') ORDER BY created_at, identifier
+        found = rows(self.store, f"""
+            SELECT * FROM billing_ledger WHERE {_IN_FLIGHT} ORDER BY created_at, identifier
         """)
         return [InFlight(_event(r), r["status"], r["updated_at"]) for r in found]
 
@@ -119,17 +119,17 @@ class Ledger:
 
     def acknowledge(self, identifiers: Sequence[str], response_id: str | None, now: datetime) -> None:
         self._write([(f"UPDATE billing_ledger SET status = 'acknowledged', stripe_response_id = ?, error = NULL, "
-                      f"updated_at = ?::TIMESTAMP WHERE status IN ('intended', 'sent') AND {_SOME}",
+                      f"updated_at = ?::TIMESTAMP WHERE {_IN_FLIGHT} AND {_SOME}",
                       [response_id, now.isoformat(), list(identifiers)])])
 
     def fail(self, identifiers: Sequence[str], error: str, response_id: str | None, now: datetime) -> None:
         self._write([(f"UPDATE billing_ledger SET status = 'failed', error = ?, stripe_response_id = ?, "
-                      f"updated_at = ?::TIMESTAMP WHERE status IN ('intended', 'sent') AND {_SOME}",
+                      f"updated_at = ?::TIMESTAMP WHERE {_IN_FLIGHT} AND {_SOME}",
                       [error, response_id, now.isoformat(), list(identifiers)])])
 
     def note(self, identifiers: Sequence[str], error: str) -> None:
         """Keep the last error on rows that stay in flight (updated_at, the first send, is kept)."""
-        self._write([(f"UPDATE billing_ledger SET error = ? WHERE status IN ('intended', 'sent') AND {_SOME}",
+        self._write([(f"UPDATE billing_ledger SET error = ? WHERE {_IN_FLIGHT} AND {_SOME}",
                       [error, list(identifiers)])])
 
 

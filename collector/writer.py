@@ -121,10 +121,6 @@ class SpanWriter:
             self._rejected_items[key] += items
             self._cond.notify()
 
-    @property
-    def queued_spans(self) -> int:
-        return self._queued_spans
-
     def stop(self) -> None:
         """Write everything already accepted, then stop the thread."""
         with self._cond:

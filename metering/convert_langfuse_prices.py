@@ -58,7 +58,6 @@ PRICE_KEYS: dict[str, tuple[str, ...]] = {
     "cache_write": ("input_cache_creation", "input_cache_creation_5m", "cache_creation_input_tokens"),
     "reasoning": ("output_reasoning", "output_reasoning_tokens", "thoughtsTokenCount", "thoughts_token_count"),
 }
-FIELDS = tuple(PRICE_KEYS)
 
 
 class ConversionError(ValueError):

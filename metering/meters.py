@@ -26,7 +26,7 @@ from __future__ import annotations
 import calendar
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Sequence
 
@@ -74,6 +74,12 @@ class Period:
         if end <= start:
             raise ValueError(f"period end {end.isoformat()} is not after its start {start.isoformat()}")
         return cls(start, end, f"{start.isoformat()}/{end.isoformat()}")
+
+
+def parse_instant(text: str) -> datetime:
+    """ISO 8601 as naive UTC: UTC unless the text carries an offset (`Z` included)."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 def _workflow_condition(workflow_roots: Sequence[str]) -> tuple[str, list[Any]]:

@@ -197,14 +197,13 @@ def token(ctx: click.Context, tenant_id: str, ttl: int, db: str | None) -> None:
 def _period(period: str | None, start: str | None, end: str | None):
     from datetime import datetime, timezone
 
-    from metering.meters import Period
+    from metering.meters import Period, parse_instant
 
     try:
         if start or end:
             if not (start and end) or period:
                 raise ValueError("give either --period, or both --start and --end")
-            parse = lambda text: datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc).replace(tzinfo=None)
-            return Period.between(parse(start), parse(end))
+            return Period.between(parse_instant(start), parse_instant(end))
         return Period.month(period or datetime.now(timezone.utc).strftime("%Y-%m"))
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
